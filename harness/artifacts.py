@@ -1,0 +1,40 @@
+"""Checkpoint cache: trained and pruned models stored by the key of what defines them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ArtifactCache:
+    """Whole pickled modules (pruned shapes differ from the constructor's) under root/kind/key.pt."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, kind: str, key: str) -> Path:
+        """Where an artifact lives."""
+        return self.root / kind / f"{key}.pt"
+
+    def load(self, kind: str, key: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The cached model and its metadata, or None."""
+        path = self.path(kind, key)
+        if not path.is_file():
+            return None
+        # Our own files, written by save(): full modules need weights_only=False.
+        blob = torch.load(path, map_location=device, weights_only=False)
+        return blob["model"], blob["meta"]
+
+    def save(self, kind: str, key: str, model: nn.Module, meta: dict[str, Any]) -> Path:
+        """Write atomically: a crash never leaves a truncated checkpoint under the final name."""
+        path = self.path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"model": model, "meta": json.loads(json.dumps(meta, default=str))}, tmp)
+        tmp.replace(path)
+        return path
