@@ -84,6 +84,13 @@ def pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifac
     model.eval()
     model = pruner.prune(model, job.sparsity, ctx)
     prune_seconds = time.perf_counter() - t0 - ft_seconds
+    t = time.perf_counter()
+    remaining = job.finetune.epochs - (pruner.steps - 1) * max(job.finetune.epochs // max(pruner.steps, 1), 1)
+    if remaining > 0:
+        cfg = type(job.finetune)(**{**job.finetune.__dict__, "epochs": remaining})
+        train(model, data, cfg, job.seed + 2000, device, n_train=job.train.n_train)
+    ft_seconds += time.perf_counter() - t
+    model = pruner.finalize(model).eval()
     achieved = pruner.achieved_sparsity(dense, model)
     tol = pruner.tolerance(dense)
     if abs(achieved - job.sparsity) > tol + 1e-9:
@@ -91,12 +98,6 @@ def pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifac
             f"pruner {job.pruner.name!r} reached sparsity {achieved:.4f} on {job.architecture}, "
             f"requested {job.sparsity:.4f} (tolerance {tol:.4f}); it must neither prune less nor more."
         )
-    t = time.perf_counter()
-    remaining = job.finetune.epochs - (pruner.steps - 1) * max(job.finetune.epochs // max(pruner.steps, 1), 1)
-    if remaining > 0:
-        cfg = type(job.finetune)(**{**job.finetune.__dict__, "epochs": remaining})
-        train(model, data, cfg, job.seed + 2000, device, n_train=job.train.n_train)
-    ft_seconds += time.perf_counter() - t
     meta = {"prune_seconds": prune_seconds, "finetune_seconds": ft_seconds, "achieved_sparsity": achieved}
     cache.save("pruned", job.pruned_key, model, meta)
     return model.eval(), meta | {"cached": False}

@@ -46,6 +46,10 @@ class Pruner(ABC):
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> nn.Module:
         """Return the pruned model (it may be `model`, modified in place)."""
 
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """Hook run after fine-tuning, before measuring and caching (e.g. to bake unstructured masks in)."""
+        return model
+
     def achieved_sparsity(self, dense: nn.Module, pruned: nn.Module) -> float:
         """Measured sparsity in this pruner's own unit: here the fraction of prunable conv filters removed."""
         before = filter_counts(inner(dense))
