@@ -134,7 +134,7 @@ def status(db: DbOpt = Path("results.db")) -> None:
     from harness.store.session import Store
 
     try:
-        store = Store(db, create=False)
+        store = Store(db, readonly=True)
     except HarnessError as exc:
         _fail(exc)
     with store.session() as s:
@@ -160,7 +160,7 @@ def results(
     from harness.store.session import Store
 
     try:
-        store = Store(db, create=False)
+        store = Store(db, readonly=True)
     except HarnessError as exc:
         _fail(exc)
     with store.session() as s:
@@ -191,7 +191,7 @@ def site(
     from harness.store.session import Store
 
     try:
-        index = build_site(Store(db, create=False), site_dir)
+        index = build_site(Store(db, readonly=True), site_dir)
     except HarnessError as exc:
         _fail(exc)
     console.print(f"wrote {index}")

@@ -76,7 +76,10 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     summary = RunSummary(grid.name, len(grid.jobs))
     done_before: set[str] = set()
     if Path(opts.db).exists() and not opts.fresh:
-        done_before = Store(opts.db).done_keys(j.key for j in grid.jobs)
+        # Read-only: a run that fails validation below must leave the file byte-for-byte unchanged.
+        reader = Store(opts.db, readonly=True)
+        done_before = reader.done_keys(j.key for j in grid.jobs)
+        reader.close()
     todo = [j for j in grid.jobs if j.key not in done_before]
     summary.cached = len(grid.jobs) - len(todo)
     data = load_datasets(grid, todo, opts)
@@ -118,9 +121,12 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
             if progress:
                 progress("done", job, i, len(todo))
         store.finish_run(run_id, summary.done, len(summary.failed), summary.cached)
+        store.close()
     if opts.site_dir is not None and Path(opts.db).exists():
         from harness.site import build_site
 
-        build_site(Store(opts.db, create=False), opts.site_dir)
+        reader = Store(opts.db, readonly=True)
+        build_site(reader, opts.site_dir)
+        reader.close()
     summary.seconds = time.perf_counter() - t0
     return summary

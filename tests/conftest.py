@@ -42,7 +42,7 @@ def store(tmp_path: Path) -> Store:
 
 TINY_GRID = """
 name = "tiny"
-description = "two-epoch digits grid for tests"
+description = "four-epoch digits grid for tests"
 datasets = ["digits"]
 architectures = ["small_cnn"]
 pruners = ["none", "l1_filter"]
@@ -50,14 +50,14 @@ sparsities = [0.5]
 seeds = [0]
 
 [train]
-epochs = 2
-batch_size = 128
+epochs = 4
+batch_size = 32
 lr = 0.05
-n_train = 600
+n_train = 800
 
 [finetune]
 epochs = 1
-batch_size = 128
+batch_size = 32
 
 [eval]
 n_examples = 100

@@ -36,23 +36,38 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class Store:
-    """A results database; every write is one transaction."""
+def _readonly_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
 
-    def __init__(self, path: str | Path, create: bool = True) -> None:
+
+class Store:
+    """A results database; every write is one transaction. `readonly` never changes the file."""
+
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        if (readonly or not create) and not self.path.exists():
             from harness.errors import HarnessError
 
             raise HarnessError(f"No results database at {self.path}; run `harness run` first or pass --db PATH.")
+        if readonly:
+            self.engine: Engine = create_engine(f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true")
+            event.listen(self.engine, "connect", _readonly_pragmas)
+            self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(f"sqlite:///{self.path}")
+        self.engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         with self.session() as s:
             if s.get(Meta, "schema_version") is None:
                 s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+
+    def close(self) -> None:
+        """Close pooled connections (the last one checkpoints the WAL into the main file)."""
+        self.engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

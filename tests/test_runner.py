@@ -1,0 +1,141 @@
+"""End to end: a tiny grid through train -> prune -> fine-tune -> attack -> store -> site, and the CLI's errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.runner import RunOptions, run
+from harness.store import Store
+from harness.store.queries import result_rows
+
+runner = CliRunner()
+
+
+def values(db: Path) -> dict[tuple[str, str, str, float | None], float]:
+    with Store(db, create=False).session() as s:
+        return {(r.pruner, r.metric, r.attack, r.eps): r.value for r in result_rows(s)}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from tests.conftest import TINY_GRID
+
+    root = tmp_path_factory.mktemp("run")
+    grid = root / "tiny.toml"
+    grid.write_text(TINY_GRID)
+    result = runner.invoke(app, ["run", "--grid", str(grid), "--db", str(root / "results.db"), "--site-dir", str(root / "site"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return root, grid
+
+
+def test_grid_runs_end_to_end(tiny_run: tuple[Path, Path]) -> None:
+    root, _ = tiny_run
+    v = values(root / "results.db")
+    for pruner in ("none", "l1_filter"):
+        assert v[(pruner, "clean_acc", "", None)] > 0.5  # learned: chance is 0.1
+        # Attacks lower accuracy, and PGD (iterative) is at least as strong as FGSM here.
+        assert v[(pruner, "robust_acc", "pgd_linf", 0.1)] < v[(pruner, "clean_acc_eval", "", None)]
+        assert v[(pruner, "worst_case_acc", "linf", 0.1)] <= min(v[(pruner, "robust_acc", a, 0.1)] for a in ("fgsm", "pgd_linf"))
+    # Structured pruning really removed parameters and MACs; the baseline did not.
+    assert v[("l1_filter", "params_ratio", "", None)] < 0.6
+    assert v[("l1_filter", "macs_ratio", "", None)] < 0.6
+    assert v[("none", "params_ratio", "", None)] == 1.0
+    assert abs(v[("l1_filter", "sparsity_achieved", "", None)] - 0.5) < 0.05
+    index = (root / "site" / "index.html").read_text()
+    assert "l1_filter" in index and "digits" in index and "http://" not in index and "https://" not in index
+    assert json.loads((root / "site" / "results.json").read_text())
+
+
+def test_rerun_recomputes_nothing(tiny_run: tuple[Path, Path]) -> None:
+    root, grid = tiny_run
+    db = root / "results.db"
+    before = values(db)
+    summary = run(RunOptions(grid=str(grid), db=db, site_dir=None, device="cpu"))
+    assert (summary.done, summary.cached, summary.failed) == (0, 2, [])
+    assert values(db) == before
+
+
+def test_provenance_recorded(tiny_run: tuple[Path, Path]) -> None:
+    root, _ = tiny_run
+    from sqlalchemy import select
+
+    from harness.store import Job
+
+    with Store(root / "results.db", create=False).session() as s:
+        job = s.scalars(select(Job).where(Job.pruner == "l1_filter")).one()
+        prov = job.provenance
+    env = prov["environment"]
+    assert env["torch"] and env["device"] == "cpu" and env["harness"]
+    src = prov["plugins"]["pruner"]
+    assert src["sha256"] == hashlib.sha256(Path(src["source"]).read_bytes()).hexdigest()
+    assert job.params["pruned"]["sparsity"] == 0.5
+
+
+def test_dense_model_trained_once(tmp_path: Path, tiny_grid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.pipeline as pipeline
+
+    calls: list[int] = []
+    real = pipeline.train
+    monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    run(RunOptions(grid=str(tiny_grid), db=tmp_path / "r.db", site_dir=None, device="cpu"))
+    # One dense training + one fine-tune of the single pruned model.
+    assert len(calls) == 2
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--grid", "nonexistent"], "Unknown grid 'nonexistent'"),
+        (["--grid", "BADPRUNER"], "Unknown pruner 'l1_filtr'"),
+        (["--grid", "CIFAR", "--data-dir", "/nowhere/at/all"], "cifar10: no CIFAR-10 found"),
+        (["--device", "tpu"], "Unknown device 'tpu'"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_keeps_db(tiny_run: tuple[Path, Path], tmp_path: Path, args: list[str], needle: str) -> None:
+    root, grid = tiny_run
+    db = tmp_path / "results.db"
+    db.write_bytes((root / "results.db").read_bytes())
+    before = digest(db)
+    text = grid.read_text()
+    bad = tmp_path / "bad.toml"
+    if "BADPRUNER" in args:
+        bad.write_text(text.replace('"l1_filter"', '"l1_filtr"'))
+    elif "CIFAR" in args:
+        bad.write_text(text.replace('datasets = ["digits"]', 'datasets = ["cifar10"]'))
+    args = [str(bad) if a in ("BADPRUNER", "CIFAR") else a for a in args]
+    if "--grid" not in args:
+        args += ["--grid", str(grid)]
+    result = runner.invoke(app, ["run", *args, "--db", str(db), "--site-dir", str(tmp_path / "site")])
+    assert result.exit_code != 0
+    assert needle in result.output
+    assert digest(db) == before
+
+
+def test_list_status_results_site(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    root, _ = tiny_run
+    db = str(root / "results.db")
+    out = runner.invoke(app, ["list", "pruners", "--json"])
+    assert out.exit_code == 0 and {"none", "l1_filter"} <= {p["name"] for p in json.loads(out.output)}
+    for kind in ("architectures", "attacks", "datasets", "grids"):
+        assert runner.invoke(app, ["list", kind]).exit_code == 0
+    st = runner.invoke(app, ["status", "--db", db])
+    assert st.exit_code == 0 and "done" in st.output
+    rows = json.loads(runner.invoke(app, ["results", "--db", db, "--format", "json"]).output)
+    assert {"clean_acc", "robust_acc", "params"} <= {r["metric"] for r in rows}
+    csv_out = runner.invoke(app, ["results", "--db", db, "--format", "csv"]).output
+    assert csv_out.splitlines()[0].startswith("job_key,dataset")
+    site = runner.invoke(app, ["site", "--db", db, "--site-dir", str(tmp_path / "s")])
+    assert site.exit_code == 0 and (tmp_path / "s" / "index.html").exists()
+    missing = runner.invoke(app, ["status", "--db", str(tmp_path / "none.db")])
+    assert missing.exit_code == 1 and "No results database" in missing.output
+    assert not (tmp_path / "none.db").exists()

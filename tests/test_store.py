@@ -1,0 +1,73 @@
+"""Store: transactional writes, one row per (job, metric), numbers as numbers, stale jobs reclaimed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from harness.store import Job, JobStatus, Result, Store
+from harness.store.queries import result_rows, status_counts
+from harness.store.session import Metric
+
+FIELDS = dict(dataset="d", architecture="a", pruner="p", pruner_label="p", sparsity=0.5, seed=0, dense_key="dk", pruned_key="pk")
+
+
+def test_complete_records_metrics_atomically(store: Store) -> None:
+    run = store.start_run("g", "g.toml", 1, {"torch": "x"})
+    store.claim("k1", run, FIELDS)
+    assert status_counts_of(store) == {"pending": 0, "running": 1, "done": 0, "failed": 0}
+    metrics = [Metric("clean_acc", 0.9), Metric("robust_acc", 0.4, attack="fgsm", eps=0.1), Metric("robust_acc", 0.2, attack="fgsm", eps=0.2)]
+    store.complete("k1", metrics, {"env": 1}, 1.5)
+    with store.session() as s:
+        rows = result_rows(s)
+        assert [(r.metric, r.attack, r.eps, r.value) for r in rows] == [
+            ("clean_acc", "", None, 0.9),
+            ("robust_acc", "fgsm", 0.1, 0.4),
+            ("robust_acc", "fgsm", 0.2, 0.2),
+        ]
+        assert all(isinstance(r.value, float) for r in rows)
+    assert store.done_keys(["k1", "k2"]) == {"k1"}
+
+
+def test_failed_write_leaves_nothing_half_done(store: Store) -> None:
+    run = store.start_run("g", "g.toml", 1, {})
+    store.claim("k1", run, FIELDS)
+    dup = [Metric("clean_acc", 0.9), Metric("clean_acc", 0.8)]  # violates the unique (job, metric) row
+    with pytest.raises(IntegrityError):
+        store.complete("k1", dup, {}, 1.0)
+    with store.session() as s:
+        assert s.scalars(select(Result)).all() == []
+        assert s.scalars(select(Job.status)).one() is JobStatus.running
+
+
+def test_fail_keeps_traceback_and_rerun_succeeds(store: Store) -> None:
+    run = store.start_run("g", "g.toml", 1, {})
+    store.claim("k1", run, FIELDS)
+    try:
+        raise ValueError("boom")
+    except ValueError as exc:
+        store.fail("k1", exc)
+    with store.session() as s:
+        job = s.scalars(select(Job)).one()
+        assert job.status is JobStatus.failed and "ValueError: boom" in (job.error or "")
+    store.claim("k1", run, FIELDS)
+    store.complete("k1", [Metric("clean_acc", 1.0)], {}, 1.0)
+    with store.session() as s:
+        job = s.scalars(select(Job)).one()
+        assert job.status is JobStatus.done and job.error is None and job.attempts == 2
+
+
+def test_stale_running_jobs_are_reset(store: Store) -> None:
+    run = store.start_run("g", "g.toml", 1, {})
+    store.claim("k1", run, FIELDS)
+    assert store.reset_stale(timedelta(minutes=10)) == 0
+    assert store.reset_stale(timedelta(seconds=-1)) == 1
+    assert status_counts_of(store)["pending"] == 1
+
+
+def status_counts_of(store: Store) -> dict[str, int]:
+    with store.session() as s:
+        return status_counts(s)
