@@ -1,9 +1,10 @@
-"""Pruner plugin contract, and the filter-pruning base that does the surgery with torch-pruning."""
+"""Pruner plugin contract, and the filter-pruning base: criteria rank channels, torch-pruning removes them."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,11 +37,11 @@ class Pruner(ABC):
     def __init__(self, schedule: str = "oneshot", steps: int = 1, global_ranking: bool = False) -> None:
         if schedule not in ("oneshot", "iterative"):
             raise PruningError(f"schedule must be 'oneshot' or 'iterative', got {schedule!r}")
-        if steps < 1:
-            raise PruningError(f"steps must be >= 1, got {steps}")
+        if not isinstance(steps, int) or steps < 1:
+            raise PruningError(f"steps must be an integer >= 1, got {steps!r}")
         self.schedule = schedule
         self.steps = steps if schedule == "iterative" else 1
-        self.global_ranking = global_ranking
+        self.global_ranking = bool(global_ranking)
 
     @abstractmethod
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> nn.Module:
@@ -61,14 +62,98 @@ class Pruner(ABC):
         total = sum(m.out_channels for m in convs)
         return len(convs) / total if total else 0.0
 
+    def step_targets(self, sparsity: float) -> list[float]:
+        """Cumulative sparsity after each step of the schedule (linear, ending at the request)."""
+        return [sparsity * (i + 1) / self.steps for i in range(self.steps)]
+
+    def check_reached(self, dense_like: nn.Module, pruned: nn.Module, sparsity: float) -> None:
+        """Fail loudly when the pruned model misses the request by more than the rounding tolerance."""
+        achieved = self.achieved_sparsity(dense_like, pruned)
+        tol = self.tolerance(dense_like)
+        if abs(achieved - sparsity) > tol + 1e-9:
+            raise PruningError(
+                f"{type(self).__name__} reached sparsity {achieved:.4f}, requested {sparsity:.4f} "
+                f"(tolerance {tol:.4f}); lower the sparsity or pick a pruner that fits this architecture."
+            )
+
+
+def check_sparsity_range(sparsity: float, unit: str) -> None:
+    """Reject a sparsity outside [0, 1) with a message naming the unit it counts."""
+    if not 0.0 <= sparsity < 1.0:
+        raise PruningError(f"{unit} sparsity must be in [0, 1), got {sparsity}; use e.g. 0.3 or 0.6.")
+
 
 def prunable_convs(net: nn.Module) -> list[nn.Conv2d]:
     """Conv layers whose output filters count toward filter sparsity (depthwise convs follow their input)."""
-    return [m for m in net.modules() if isinstance(m, nn.Conv2d) and not _is_depthwise(m)]
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d) and not is_depthwise(m)]
 
 
-def _is_depthwise(m: nn.Conv2d) -> bool:
-    return m.groups > 1 and m.groups == m.in_channels
+def is_depthwise(m: nn.Module) -> bool:
+    """A conv with one filter per input channel (its filters are removed with its input channels)."""
+    return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+
+
+def filter_counts(net: nn.Module) -> int:
+    """Total output filters over the prunable convs."""
+    return sum(m.out_channels for m in prunable_convs(net))
+
+
+# ---- torch-pruning groups: one "channel" of a group is removed from every coupled layer at once ----
+
+class GroupImportance:
+    """Scores the channels of torch-pruning groups; data-driven criteria observe the model in `prepare` first."""
+
+    def prepare(self, model: nn.Module, ctx: PruneContext, groups: list[Any]) -> None:
+        """Called before each pruning step with the current model and its prunable groups."""
+
+    def __call__(self, group: Any) -> Tensor:
+        """One score per channel of the group's root layer (lower = pruned first)."""
+        raise NotImplementedError
+
+
+def is_out_item(item: Any) -> bool:
+    """Whether a group item removes output channels of its layer (as opposed to input channels)."""
+    return getattr(item.dep.handler, "__name__", "") == "prune_out_channels"
+
+
+def group_items(group: Any, kind: type[nn.Module] | tuple[type[nn.Module], ...]) -> Iterator[tuple[nn.Module, list[int], list[int]]]:
+    """(layer, its channel indices, the matching root indices) for each `kind` layer whose outputs the group removes."""
+    seen: set[int] = set()
+    for item in group:
+        layer = item.dep.target.module
+        if isinstance(layer, kind) and is_out_item(item) and id(layer) not in seen:
+            seen.add(id(layer))
+            yield layer, [int(i) for i in item.idxs], [int(i) for i in item.root_idxs]
+
+
+def group_size(group: Any) -> int:
+    """Number of channels of the group's root layer."""
+    return len(group[0].idxs)
+
+
+def filters_per_channel(group: Any) -> int:
+    """Prunable conv filters removed with one channel of the group (the group's weight in filter sparsity)."""
+    return sum(1 for layer, _, _ in group_items(group, nn.Conv2d) if not is_depthwise(layer))
+
+
+def scatter_to_root(group: Any, per_layer: Callable[[nn.Module, list[int]], Tensor | None], kind: type[nn.Module] | tuple[type[nn.Module], ...]) -> Tensor | None:
+    """Sum a per-layer, per-channel score over the group's `kind` layers, indexed by root channel."""
+    total: Tensor | None = None
+    for layer, idxs, root in group_items(group, kind):
+        s = per_layer(layer, idxs)
+        if s is None:
+            continue
+        s = s.detach().float().flatten().cpu()
+        if total is None:
+            total = torch.zeros(group_size(group))
+        total.scatter_add_(0, torch.as_tensor(root), s)
+    return total
+
+
+def representative_layers(group: Any) -> tuple[type[nn.Module], ...]:
+    """Where a group's channels are observed: its BatchNorms when it has any (post-BN features), else its convs."""
+    has_bn = any(True for _ in group_items(group, nn.BatchNorm2d))
+    return (nn.BatchNorm2d,) if has_bn else (nn.Conv2d,)
 
 
 class FilterPruner(Pruner):
@@ -77,43 +162,98 @@ class FilterPruner(Pruner):
     family: ClassVar[str] = "filter"
 
     @abstractmethod
-    def importance(self, model: nn.Module, ctx: PruneContext) -> tp.importance.Importance:
-        """The torch-pruning importance that scores each channel group (lower = pruned first)."""
-
-    def prepare(self, model: nn.Module, ctx: PruneContext) -> None:
-        """Hook run before each pruning step (e.g. to collect gradients or activations)."""
+    def importance(self, model: nn.Module, ctx: PruneContext) -> GroupImportance:
+        """The criterion that scores each channel of a torch-pruning group (lower = pruned first)."""
 
     def ignored_layers(self, net: nn.Module) -> list[nn.Module]:
         """Layers whose outputs are never pruned: every Linear (the classifier and its inputs stay whole)."""
         return [m for m in net.modules() if isinstance(m, nn.Linear)]
 
     def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> nn.Module:
-        """Prune `sparsity` of the filters of every prunable group, in one or several steps."""
-        if not 0.0 <= sparsity < 1.0:
-            raise PruningError(f"filter sparsity must be in [0, 1), got {sparsity}")
+        """Remove `sparsity` of the prunable filters, in one or several steps, ranked locally or globally."""
+        check_sparsity_range(sparsity, "filter")
         if sparsity == 0.0:
             return model
         net = inner(model)
         example = _normalised(model, ctx.example_inputs[:1])
-        torch.manual_seed(ctx.seed)
-        pruner = tp.pruner.MetaPruner(
-            net,
-            example,
-            importance=self.importance(model, ctx),
-            pruning_ratio=sparsity,
-            iterative_steps=self.steps,
-            global_pruning=self.global_ranking,
-            ignored_layers=self.ignored_layers(net),
-        )
-        for step in range(self.steps):
-            self.prepare(model, ctx)
-            pruner.step()
+        importance = self.importance(model, ctx)
+        initial: dict[nn.Module, int] = {}  # root layer -> channels before pruning (group quotas use it)
+        total_filters = filter_counts(net)
+        tol = self.tolerance(model)
+        for step, target in enumerate(self.step_targets(sparsity)):
+            torch.manual_seed(ctx.seed + step)
+            graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+            groups = [g for g in graph.get_all_groups(ignored_layers=self.ignored_layers(net), root_module_types=[nn.Conv2d, nn.Linear]) if filters_per_channel(g) > 0]
+            for g in groups:
+                initial.setdefault(g[0].dep.target.module, group_size(g))
+            model.eval()
+            importance.prepare(model, ctx, groups)
+            scores = [_checked(importance(g), g, type(self).__name__) for g in groups]
+            if self.global_ranking:
+                plan = _global_plan(groups, scores, round(target * total_filters) - (total_filters - filter_counts(net)))
+            else:
+                plan = _local_plan(groups, scores, initial, target)
+            for g, idxs in plan:
+                if idxs:
+                    root = g[0].dep.target.module
+                    graph.get_pruning_group(root, g[0].dep.handler, sorted(idxs)).prune()
             if ctx.fine_tune is not None and step < self.steps - 1:
                 ctx.fine_tune(model, step)
+        if abs((1 - filter_counts(net) / total_filters) - sparsity) > tol + 1e-9:
+            raise PruningError(
+                f"{type(self).__name__} removed {1 - filter_counts(net) / total_filters:.4f} of the filters of "
+                f"{type(net).__name__}, requested {sparsity:.4f}: every layer must keep one filter; lower the sparsity."
+            )
         return model
 
 
-class FilterScoreImportance(tp.importance.Importance):
+def _checked(scores: Tensor | None, group: Any, who: str) -> Tensor:
+    """The group's scores as a float CPU vector of the right length, or a clear error."""
+    n = group_size(group)
+    if scores is None or scores.numel() != n:
+        raise PruningError(f"{who} scored {None if scores is None else scores.numel()} channels of a {n}-channel group; a criterion must score each channel once.")
+    return scores.detach().float().flatten().cpu()
+
+
+def _lowest(scores: Tensor, k: int) -> list[int]:
+    """Indices of the k lowest scores; ties broken by index so the choice is deterministic."""
+    if k <= 0:
+        return []
+    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
+    return order[:k]
+
+
+def _local_plan(groups: list[Any], scores: list[Tensor], initial: dict[nn.Module, int], target: float) -> list[tuple[Any, list[int]]]:
+    """Per group: remove channels until round(target x its initial width) are gone, keeping at least one."""
+    plan = []
+    for g, s in zip(groups, scores):
+        n0 = initial[g[0].dep.target.module]
+        removed = n0 - group_size(g)
+        k = min(math.floor(target * n0 + 0.5) - removed, group_size(g) - 1)
+        plan.append((g, _lowest(s, k)))
+    return plan
+
+
+def _global_plan(groups: list[Any], scores: list[Tensor], filters_to_remove: int) -> list[tuple[Any, list[int]]]:
+    """Across groups: remove the lowest-scored channels until enough filters are gone, each group keeping one."""
+    ranked = sorted(((float(s[i]), gi, i) for gi, s in enumerate(scores) for i in range(len(s))))
+    chosen: list[list[int]] = [[] for _ in groups]
+    removed = 0
+    for _, gi, i in ranked:
+        if removed >= filters_to_remove:
+            break
+        if len(chosen[gi]) >= group_size(groups[gi]) - 1:
+            continue
+        weight = filters_per_channel(groups[gi])
+        # Stop rather than overshoot by more than half a channel's worth of filters.
+        if removed + weight - filters_to_remove > weight / 2:
+            continue
+        chosen[gi].append(i)
+        removed += weight
+    return list(zip(groups, chosen))
+
+
+class FilterScoreImportance(GroupImportance):
     """Scores each channel by a per-filter function of the conv weights that output it, summed over the group."""
 
     def __init__(self, score: Callable[[Tensor], Tensor]) -> None:
@@ -121,20 +261,22 @@ class FilterScoreImportance(tp.importance.Importance):
 
     @torch.no_grad()
     def __call__(self, group: Any) -> Tensor:
-        """One score per channel of the group's root, summed over every conv whose filters it removes."""
-        total: Tensor | None = None
-        for i, (dep, idxs) in enumerate(group):
-            layer = dep.layer
-            if not isinstance(layer, nn.Conv2d) or dep.pruning_fn is not tp.prune_conv_out_channels:
-                continue
-            root = group[i].root_idxs
-            s = self.score(layer.weight.detach()[idxs]).float().flatten()
-            if total is None:
-                total = torch.zeros(len(group[0].idxs), device=s.device)
-            total.scatter_add_(0, torch.as_tensor(root, device=s.device), s)
-        if total is None:  # a group with no conv output (e.g. only BN): keep it ranked neutrally
-            return torch.zeros(len(group[0].idxs))
-        return total
+        """One score per channel of the group's root, summed over every non-depthwise conv whose filters it removes."""
+        def per_layer(layer: nn.Module, idxs: list[int]) -> Tensor | None:
+            if is_depthwise(layer):
+                return None
+            return self.score(layer.weight.detach()[idxs])
+
+        total = scatter_to_root(group, per_layer, nn.Conv2d)
+        return total if total is not None else torch.zeros(group_size(group))
+
+
+class RandomImportance(GroupImportance):
+    """Uniform random scores from torch's generator, which `FilterPruner.prune` seeds with (seed, step)."""
+
+    def __call__(self, group: Any) -> Tensor:
+        """A fresh uniform score per channel."""
+        return torch.rand(group_size(group))
 
 
 class ScoredFilterPruner(FilterPruner):
@@ -144,8 +286,8 @@ class ScoredFilterPruner(FilterPruner):
     def score(self, weight: Tensor) -> Tensor:
         """One importance per filter of `weight` (out, in, kh, kw); lower scores are pruned first."""
 
-    def importance(self, model: nn.Module, ctx: PruneContext) -> tp.importance.Importance:
-        """Wraps `score` as a torch-pruning importance."""
+    def importance(self, model: nn.Module, ctx: PruneContext) -> GroupImportance:
+        """Wraps `score` as a group importance."""
         return FilterScoreImportance(self.score)
 
 
@@ -154,11 +296,6 @@ def _normalised(model: nn.Module, x: Tensor) -> Tensor:
     if hasattr(model, "mean") and hasattr(model, "std"):
         return (x - model.mean) / model.std
     return x
-
-
-def filter_counts(net: nn.Module) -> int:
-    """Total output filters over the prunable convs."""
-    return sum(m.out_channels for m in prunable_convs(net))
 
 
 def describe_params(params: dict[str, Any]) -> str:

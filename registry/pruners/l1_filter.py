@@ -3,6 +3,7 @@
 from torch import Tensor
 
 from harness import register_pruner
+from harness.criteria import l1_norm
 from harness.pruning import ScoredFilterPruner
 
 
@@ -12,4 +13,4 @@ class L1Filter(ScoredFilterPruner):
 
     def score(self, weight: Tensor) -> Tensor:
         """Sum of |w| over each filter's kernel."""
-        return weight.abs().flatten(1).sum(1)
+        return l1_norm(weight)
