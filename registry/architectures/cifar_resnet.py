@@ -60,5 +60,23 @@ class CifarResNet(nn.Module):
 
 @register_architecture("resnet20", paper="He et al., CVPR 2016")
 def resnet20(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    """CIFAR ResNet-20 (3 x 3 basic blocks, ~0.27 M parameters)."""
+    """CIFAR ResNet-20 (3 x 3 basic blocks, ~0.27 M parameters, ~41 M MACs at 32x32)."""
     return CifarResNet(20, num_classes, in_channels)
+
+
+@register_architecture("resnet32", paper="He et al., CVPR 2016")
+def resnet32(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """CIFAR ResNet-32 (3 x 5 basic blocks, ~0.46 M parameters, ~69 M MACs at 32x32)."""
+    return CifarResNet(32, num_classes, in_channels)
+
+
+@register_architecture("resnet56", paper="He et al., CVPR 2016")
+def resnet56(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """CIFAR ResNet-56 (3 x 9 basic blocks, ~0.85 M parameters, ~125 M MACs at 32x32)."""
+    return CifarResNet(56, num_classes, in_channels)
+
+
+@register_architecture("resnet110", paper="He et al., CVPR 2016")
+def resnet110(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """CIFAR ResNet-110 (3 x 18 basic blocks, ~1.7 M parameters, ~253 M MACs at 32x32)."""
+    return CifarResNet(110, num_classes, in_channels)
