@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from harness.keys import key_of
 from harness.store.models import Job, JobStatus, Result
+
+# (metric, attack, eps) with '' and None for "no attack" and "no eps", as stored rows are read back.
+MetricKey = tuple[str, str, float | None]
+# A robust-accuracy column of a leaderboard: (attack, eps); the worst case over a threat model's attacks
+# is the column whose attack is WORST.
+Column = tuple[str, float]
+WORST = "worst case"
+DENSE_FAMILY = "none"
+CONFIDENCE = 0.95
+# Cost ratios shown on the leaderboard, in display order: metric name -> column label.
+RATIOS = {"params_ratio": "params", "macs_ratio": "MACs", "latency_ms_b1_ratio": "latency"}
 
 
 @dataclass
@@ -46,84 +62,310 @@ def failed_jobs(s: Session) -> list[Job]:
 def result_rows(s: Session) -> list[ResultRow]:
     """Every stored number of every done job, one row per (job, metric)."""
     q = (
-        select(Job, Result)
+        select(Job.key, Job.dataset, Job.architecture, Job.pruner_label, Job.sparsity, Job.seed, Result.metric, Result.attack, Result.eps, Result.value)
         .join(Result, Result.job_id == Job.id)
         .where(Job.status == JobStatus.done)
-        .order_by(Job.dataset, Job.architecture, Job.pruner, Job.sparsity, Job.seed, Result.metric, Result.attack, Result.eps)
+        .order_by(Job.dataset, Job.architecture, Job.pruner_label, Job.sparsity, Job.seed, Job.key, Result.metric, Result.attack, Result.eps)
     )
-    return [
-        ResultRow(
-            job.key, job.dataset, job.architecture, job.pruner_label, job.sparsity, job.seed,
-            r.metric, r.attack, None if r.eps < 0 else r.eps, r.value,
+    return [ResultRow(*row[:8], None if row[8] < 0 else row[8], row[9]) for row in s.execute(q)]
+
+
+@dataclass
+class JobRecord:
+    """A done job with every metric it recorded, keyed by (metric, attack, eps)."""
+
+    key: str
+    dataset: str
+    architecture: str
+    pruner: str
+    pruner_label: str
+    sparsity: float
+    seed: int
+    dense_key: str
+    params: dict[str, Any]
+    provenance: dict[str, Any]
+    duration_s: float | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    run_id: int | None
+    metrics: dict[MetricKey, float] = field(default_factory=dict)
+
+    def get(self, metric: str, attack: str = "", eps: float | None = None) -> float | None:
+        """One metric's value, or None when the job did not record it."""
+        return self.metrics.get((metric, attack, eps))
+
+    @property
+    def setup(self) -> str:
+        """Short key of what the job shares with its siblings across seeds and pruners: training, evaluation, attacks."""
+        dense = self.params.get("pruned", {}).get("dense", {})
+        return key_of({"train": dense.get("train"), "eval": self.params.get("eval"), "attacks": self.params.get("attacks")})[:8]
+
+    @property
+    def eval_setup(self) -> str:
+        """Key of the evaluation settings alone, to pair a job with the dense baseline evaluated the same way."""
+        return key_of({"eval": self.params.get("eval"), "attacks": self.params.get("attacks")})
+
+    def flags(self) -> list[str]:
+        """Names of the sanity checks this job raised (metrics `flag_<check>` with value 1)."""
+        return sorted(
+            m[len("flag_"):] + (f" ({a})" if a else "")
+            for (m, a, _e), v in self.metrics.items()
+            if m.startswith("flag_") and v >= 0.5
         )
-        for job, r in s.execute(q).all()
-    ]
+
+
+def job_records(s: Session, keys: Iterable[str] | None = None) -> list[JobRecord]:
+    """Done jobs (all, or those with the given keys) with their metrics, in a stable order."""
+    q = select(
+        Job.id, Job.key, Job.dataset, Job.architecture, Job.pruner, Job.pruner_label, Job.sparsity, Job.seed,
+        Job.dense_key, Job.params, Job.provenance, Job.duration_s, Job.started_at, Job.finished_at, Job.attempts, Job.run_id,
+    ).where(Job.status == JobStatus.done)
+    if keys is not None:
+        q = q.where(Job.key.in_(list(keys)))
+    by_id: dict[int, JobRecord] = {}
+    for row in s.execute(q.order_by(Job.dataset, Job.architecture, Job.pruner_label, Job.sparsity, Job.seed, Job.key)):
+        by_id[row[0]] = JobRecord(*row[1:16])
+    # Plain column tuples, not ORM objects: a large store has hundreds of thousands of result rows.
+    rq = select(Result.job_id, Result.metric, Result.attack, Result.eps, Result.value)
+    if keys is not None:
+        rq = rq.where(Result.job_id.in_(list(by_id)))
+    for job_id, metric, attack, eps, value in s.execute(rq):
+        rec = by_id.get(job_id)
+        if rec is not None:
+            rec.metrics[(metric, attack, None if eps < 0 else eps)] = value
+    return list(by_id.values())
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over seeds with the half-width of its 95% Student-t confidence interval (None with one seed)."""
+
+    mean: float
+    half_width: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Estimate | None:
+        """The estimate of some per-seed values, or None when there are none."""
+        xs = [v for v in values if v is not None and not math.isnan(v)]
+        if not xs:
+            return None
+        if len(xs) == 1:
+            return cls(xs[0], None, 1)
+        sem = statistics.stdev(xs) / math.sqrt(len(xs))
+        return cls(statistics.fmean(xs), t_quantile(len(xs) - 1) * sem, len(xs))
+
+
+def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
+    """Two-sided Student-t critical value for `df` degrees of freedom."""
+    from scipy.stats import t  # scipy comes with scikit-learn; imported here to keep `harness` startup fast
+
+    return float(t.ppf(0.5 + confidence / 2, df))
 
 
 @dataclass
 class BoardRow:
-    """A leaderboard row: one done job with its metrics, and its change against the dense baseline."""
+    """A leaderboard row: one (architecture, pruner, sparsity, setup) over its seeds, and its change against dense."""
 
-    job_key: str
+    architecture: str
     pruner: str
-    pruner_family: str
+    pruner_label: str
+    family: str
     sparsity: float
-    seed: int
-    clean_acc: float
-    robust: dict[tuple[str, float], float] = field(default_factory=dict)
-    delta_robust: dict[tuple[str, float], float | None] = field(default_factory=dict)
-    delta_clean: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    setup: str
+    jobs: list[JobRecord]
+    clean: Estimate | None = None
+    robust: dict[Column, Estimate] = field(default_factory=dict)
+    score: Estimate | None = None
+    coverage: int = 0
+    # Paired per seed against the dense model of the same training run (dataset, architecture, seed, training).
+    delta_clean: Estimate | None = None
+    delta_robust: dict[Column, Estimate] = field(default_factory=dict)
+    delta_score: Estimate | None = None
+    n_baselines: int = 0
+    ratios: dict[str, Estimate] = field(default_factory=dict)
+    sparsity_achieved: Estimate | None = None
+    flags: dict[str, int] = field(default_factory=dict)
+    rank: int = 0
+
+    @property
+    def seeds(self) -> list[int]:
+        """Seeds of the row's jobs, ascending."""
+        return sorted(j.seed for j in self.jobs)
+
+    @property
+    def is_dense(self) -> bool:
+        """Whether this row is an unpruned baseline."""
+        return self.family == DENSE_FAMILY
 
 
 @dataclass
 class Board:
-    """One leaderboard table: a (dataset, architecture) with its attack columns and rows."""
+    """One leaderboard: a (dataset, threat model) with its robust-accuracy columns and ranked rows."""
 
     dataset: str
-    architecture: str
-    columns: list[tuple[str, float]]
+    threat_model: str
+    columns: list[Column]
     rows: list[BoardRow]
 
+    @property
+    def worst_columns(self) -> list[Column]:
+        """The worst-case columns, one per eps."""
+        return [c for c in self.columns if c[0] == WORST]
 
-def leaderboards(s: Session, families: dict[str, str] | None = None) -> list[Board]:
-    """One board per (dataset, architecture); rows ranked by worst-case (else first attack) robust accuracy."""
+    @property
+    def attack_columns(self) -> list[Column]:
+        """Per-attack columns."""
+        return [c for c in self.columns if c[0] != WORST]
+
+    @property
+    def eps_list(self) -> list[float]:
+        """Every eps of the board, ascending."""
+        return sorted({e for _a, e in self.columns})
+
+    @property
+    def setups(self) -> list[str]:
+        """Distinct setups among the rows (more than one means rows come from differently configured grids)."""
+        return sorted({r.setup for r in self.rows})
+
+    @property
+    def slug(self) -> str:
+        """Identifier for anchors."""
+        return f"{self.dataset}-{self.threat_model}"
+
+
+def threat_of(attack: str, threat_models: dict[str, str], job_threats: set[str]) -> str:
+    """Threat model of an attack column: from the registry, else the job's only worst-case threat model."""
+    base = attack.split("/", 1)[0]  # components such as 'autoattack/apgd-ce' belong to their parent attack
+    if base in threat_models:
+        return threat_models[base]
+    return next(iter(job_threats)) if len(job_threats) == 1 else "unknown"
+
+
+def _job_columns(job: JobRecord, threat_models: dict[str, str]) -> dict[str, dict[Column, float]]:
+    """A job's robust accuracies grouped by threat model."""
+    worst = {a for (m, a, _e) in job.metrics if m == "worst_case_acc"}
+    out: dict[str, dict[Column, float]] = defaultdict(dict)
+    for (m, a, e), v in job.metrics.items():
+        if e is None:
+            continue
+        if m == "worst_case_acc":
+            out[a][(WORST, e)] = v
+        elif m == "robust_acc":
+            out[threat_of(a, threat_models, worst)][(a, e)] = v
+    return out
+
+
+def baseline_index(jobs: list[JobRecord], families: dict[str, str]) -> dict[str, list[JobRecord]]:
+    """Dense jobs by dense key (dataset, architecture, seed, training)."""
+    index: dict[str, list[JobRecord]] = defaultdict(list)
+    for j in jobs:
+        if families.get(j.pruner, "") == DENSE_FAMILY or j.pruner == DENSE_FAMILY:
+            index[j.dense_key].append(j)
+    return index
+
+
+def baseline_of(job: JobRecord, index: dict[str, list[JobRecord]]) -> JobRecord | None:
+    """The dense job `job` is compared against: same trained model, preferably evaluated identically."""
+    candidates = index.get(job.dense_key, [])
+    same_eval = [c for c in candidates if c.eval_setup == job.eval_setup]
+    return (same_eval or candidates or [None])[0]
+
+
+def _family(job: JobRecord, families: dict[str, str]) -> str:
+    if job.pruner == DENSE_FAMILY:
+        return DENSE_FAMILY
+    return families.get(job.pruner) or str(job.provenance.get("plugins", {}).get("pruner", {}).get("family", "")) or "unknown"
+
+
+def leaderboards(s: Session, families: dict[str, str] | None = None, threat_models: dict[str, str] | None = None, jobs: list[JobRecord] | None = None) -> list[Board]:
+    """One board per (dataset, threat model); rows are (architecture, pruner, sparsity, setup) over seeds, ranked."""
     families = families or {}
-    jobs = list(s.scalars(select(Job).where(Job.status == JobStatus.done)))
-    by_job: dict[int, list[Result]] = defaultdict(list)
-    for r in s.scalars(select(Result).where(Result.job_id.in_([j.id for j in jobs]))):
-        by_job[r.job_id].append(r)
-    groups: dict[tuple[str, str], list[BoardRow]] = defaultdict(list)
+    threat_models = threat_models or {}
+    jobs = job_records(s) if jobs is None else jobs
+    baselines = baseline_index(jobs, families)
+    # (dataset, threat model) -> row key -> [(job, its columns in that threat model)]
+    groups: dict[tuple[str, str], dict[tuple[str, str, float, str], list[tuple[JobRecord, dict[Column, float]]]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
-        row = BoardRow(job.key, job.pruner_label, families.get(job.pruner, ""), job.sparsity, job.seed, float("nan"))
-        for r in by_job[job.id]:
-            if r.metric == "clean_acc":
-                row.clean_acc = r.value
-            elif r.metric in ("robust_acc", "worst_case_acc"):
-                row.robust[(r.attack if r.metric == "robust_acc" else f"worst_{r.attack}", r.eps)] = r.value
-            elif not r.attack:
-                row.metrics[r.metric] = r.value
-        groups[(job.dataset, job.architecture)].append(row)
+        per_threat = _job_columns(job, threat_models) or {"": {}}  # clean-only jobs still get a board
+        for tm, cols in per_threat.items():
+            groups[(job.dataset, tm)][(job.architecture, job.pruner_label, job.sparsity, job.setup)].append((job, cols))
     boards = []
-    for (dataset, arch), rows in sorted(groups.items()):
-        baselines = {r.seed: r for r in rows if r.pruner == "none"}
-        columns = sorted({c for r in rows for c in r.robust}, key=lambda c: (c[0].startswith("worst_"), c[0], c[1]))
-        for r in rows:
-            base = baselines.get(r.seed)
-            if base is not None:
-                r.delta_clean = r.clean_acc - base.clean_acc
-                r.delta_robust = {c: (v - base.robust[c]) if c in base.robust else None for c, v in r.robust.items()}
-        # Default ranking: mean worst-case robust accuracy over the eps list (area under the robustness
-        # curve), then clean accuracy; a single strong eps would tie most naturally trained models at 0.
-        rank_cols = [c for c in columns if c[0].startswith("worst_")] or columns
-        for r in rows:
-            vals = [r.robust[c] for c in rank_cols if c in r.robust]
-            r.metrics["rank_score"] = sum(vals) / len(vals) if vals else float("nan")
-        rows.sort(key=lambda r: (-_num(r.metrics["rank_score"]), -_num(r.clean_acc), r.pruner, r.sparsity, r.seed))
-        boards.append(Board(dataset, arch, columns, rows))
+    for (dataset, tm), rows_by_key in sorted(groups.items()):
+        rows = [_board_row(key, members, families, threat_models, baselines, tm) for key, members in rows_by_key.items()]
+        columns = sorted({c for r in rows for c in r.robust}, key=lambda c: (c[0] != WORST, c[0], c[1]))
+        rank_rows(rows, len({c[1] for c in columns if c[0] == WORST}))
+        boards.append(Board(dataset, tm, columns, rows))
     return boards
 
 
-def _num(x: float) -> float:
-    """NaN sorts last."""
-    return float("-inf") if x != x else x
+def _board_row(
+    key: tuple[str, str, float, str],
+    members: list[tuple[JobRecord, dict[Column, float]]],
+    families: dict[str, str],
+    threat_models: dict[str, str],
+    baselines: dict[str, list[JobRecord]],
+    tm: str,
+) -> BoardRow:
+    arch, label, sparsity, setup = key
+    members.sort(key=lambda m: (m[0].seed, m[0].key))
+    jobs = [j for j, _ in members]
+    row = BoardRow(arch, jobs[0].pruner, label, _family(jobs[0], families), sparsity, setup, jobs)
+    row.clean = Estimate.of(j.get("clean_acc") for j in jobs)  # type: ignore[misc]
+    all_cols = {c for _, cols in members for c in cols}
+    row.robust = {c: e for c in all_cols if (e := Estimate.of(cols.get(c) for _, cols in members)) is not None}  # type: ignore[misc]
+    worst = [c for c in all_cols if c[0] == WORST]
+    row.coverage = len(worst)
+    row.score = Estimate.of(_mean([cols[c] for c in worst if c in cols]) for _, cols in members)
+    # Paired differences: each seed against its own dense model, then mean and interval of the differences.
+    d_clean, d_score, d_cols, n_base = [], [], defaultdict(list), 0
+    for job, cols in members:
+        base = baseline_of(job, baselines)
+        if base is None:
+            continue
+        n_base += 1
+        bcols = _job_columns(base, threat_models).get(tm, {})
+        clean, base_clean = job.get("clean_acc"), base.get("clean_acc")
+        if clean is not None and base_clean is not None:
+            d_clean.append(clean - base_clean)
+        for col, v in cols.items():
+            if col in bcols:
+                d_cols[col].append(v - bcols[col])
+        common = [c for c in cols if c[0] == WORST and c in bcols]
+        if common:
+            d_score.append(_mean([cols[c] for c in common]) - _mean([bcols[c] for c in common]))
+    row.n_baselines = n_base
+    row.delta_clean = Estimate.of(d_clean)
+    row.delta_score = Estimate.of(d_score)
+    row.delta_robust = {c: e for c, vs in d_cols.items() if (e := Estimate.of(vs)) is not None}
+    row.ratios = {m: e for m in RATIOS if (e := Estimate.of(j.get(m) for j in jobs)) is not None}  # type: ignore[misc]
+    row.sparsity_achieved = Estimate.of(j.get("sparsity_achieved") for j in jobs)  # type: ignore[misc]
+    flags: dict[str, int] = defaultdict(int)
+    for j in jobs:
+        for f in j.flags():
+            flags[f] += 1
+    row.flags = dict(sorted(flags.items()))
+    return row
+
+
+def _mean(xs: list[float]) -> float:
+    return statistics.fmean(xs) if xs else float("nan")
+
+
+def rank_rows(rows: list[BoardRow], n_eps: int) -> None:
+    """Default ranking, in place: mean worst-case accuracy over the eps list, then clean accuracy.
+
+    A single strong eps would tie most naturally trained models at 0, so the mean over the eps list (the
+    area under the robustness curve) separates them; rows attacked at fewer eps than the board come after
+    those attacked at all of them, so a row cannot rank high by skipping the hard budgets.
+    """
+
+    def key(r: BoardRow) -> tuple[Any, ...]:
+        score = r.score.mean if r.score else float("-inf")
+        clean = r.clean.mean if r.clean else float("-inf")
+        return (-min(r.coverage, n_eps), -score, -clean, r.architecture, r.pruner_label, r.sparsity, r.setup)
+
+    rows.sort(key=key)
+    for i, r in enumerate(rows, 1):
+        r.rank = i
