@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch_pruning as tp
 import torchvision
 from torch import nn
 
 from harness.measure import count_macs, count_params
-from harness.nets import Normalized
-from harness.plugins import architectures, pruners
-from harness.pruning import PruneContext
+from harness.plugins import architectures
 
 # name -> (input size, classes, published parameters, published MACs, relative tolerance). Sources: He et al. 2016
 # Table 6 (CIFAR ResNets; MACs as tabulated by Li et al. 2017 and HRank, Lin et al. 2020), Li et al. 2017 / HRank
@@ -63,19 +62,37 @@ def test_grey_inputs_and_class_count(name: str) -> None:
     assert net(torch.rand(2, 1, size, size)).shape == (2, 7)
 
 
-@pytest.mark.parametrize("name", architectures.names())
-def test_prunable_with_torch_pruning(name: str) -> None:
-    """The harness's l1 filter pruner at 0.5 through torch-pruning's dependency graph, then a training step."""
+# Deep or wide ones take seconds each to trace on 2 cores: walked under -m slow.
+DEEP = {"resnet50", "resnet110", "wrn28_4", "resnet56", "resnet32"}
+
+
+def _prune_half(name: str) -> None:
+    """torch-pruning's MetaPruner at 0.5 (l1 importance) follows every coupled layer; the result still trains."""
     size = 32 if _input_size(name) == 32 else 64
     torch.manual_seed(0)
-    model = Normalized(architectures.get(name).obj(num_classes=10, in_channels=3), (0.5,) * 3, (0.25,) * 3).eval()
-    dense = count_params(model)
-    pruner = pruners.get("l1_filter").obj()
-    out = pruner.prune(model, 0.5, PruneContext(example_inputs=torch.rand(2, 3, size, size)))
-    assert count_params(out) < 0.5 * dense
-    for m in out.modules():
+    net = architectures.get(name).obj(num_classes=10, in_channels=3).eval()
+    dense = count_params(net)
+    tp.pruner.MetaPruner(
+        net,
+        torch.rand(1, 3, size, size),
+        importance=tp.importance.MagnitudeImportance(p=1),
+        pruning_ratio=0.5,
+        ignored_layers=[m for m in net.modules() if isinstance(m, nn.Linear)],
+    ).step()
+    assert count_params(net) < 0.5 * dense
+    for m in net.modules():
         if isinstance(m, nn.Conv2d) and m.groups > 1:  # depthwise convs keep one filter per channel
             assert m.groups == m.in_channels == m.out_channels
-    out.train()
-    out(torch.rand(4, 3, size, size)).sum().backward()
+    net.train()
+    net(torch.rand(4, 3, size, size)).sum().backward()
 
+
+@pytest.mark.parametrize("name", sorted(set(architectures.names()) - DEEP))
+def test_prunable_with_torch_pruning(name: str) -> None:
+    _prune_half(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DEEP))
+def test_prunable_with_torch_pruning_deep(name: str) -> None:
+    _prune_half(name)
