@@ -395,7 +395,8 @@ def build_site(store: Store, out: Path) -> Path:
     index = out / "index.html"
     index.write_text(
         env.get_template("index.html").render(
-            root="", boards=boards, counts=counts, n_results=len(rows), n_jobs=len(jobs), filters=filters, figures=figures,
+            root="", boards=boards, counts=counts, n_results=len(rows), n_jobs=len(jobs),
+            unfinished=sum(counts.values()) - counts.get("done", 0) - counts.get("failed", 0), filters=filters, figures=figures,
             pruner_names=sorted({j.pruner for j in jobs}), arch_names=sorted({j.architecture for j in jobs}), **common,
         )
     )
