@@ -1,0 +1,169 @@
+"""Process-level isolation for code the harness did not write: memory limit, results-DB guard, optional sandbox.
+
+None of this is a security sandbox. A memory limit and an audit hook stop honest mistakes (a runaway allocation,
+a plugin that opens `results.db`); code that wants to escape can (ctypes, a child process). `enter_sandbox` adds
+kernel-enforced limits where Linux allows unprivileged user namespaces: no network, and chosen paths read-only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import resource
+import signal
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+# Linux constants (sched.h, sys/mount.h); ctypes because Python 3.11 has no os.unshare or os.mount.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+# statvfs flags that a read-only remount must repeat (the kernel refuses to drop "locked" flags in a user namespace).
+_KEEP_FLAGS = {MS_NOSUID: MS_NOSUID, MS_NODEV: MS_NODEV, MS_NOEXEC: MS_NOEXEC, 1024: MS_NOATIME, 2048: MS_NODIRATIME, 4096: MS_RELATIME}
+
+_violations: list[str] = []
+
+
+class SandboxUnavailable(OSError):
+    """The platform refuses the namespaces `enter_sandbox` needs."""
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent dies, so an abandoned check stops computing."""
+    try:
+        _libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def vm_bytes() -> int:
+    """This process's current virtual memory size (what RLIMIT_AS counts)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def limit_memory(extra_mb: int) -> int:
+    """Cap the address space at its current size plus `extra_mb` MiB; returns the cap in bytes.
+
+    Counting from the current size makes the budget mean "what the plugin may allocate" rather than
+    including torch's own multi-GiB address-space reservations, which vary by build.
+    """
+    cap = vm_bytes() + extra_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    return cap
+
+
+def is_memory_error(exc: BaseException) -> bool:
+    """An allocation refused by the memory cap: Python's MemoryError or torch's allocator error."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
+
+
+def _protected_set(paths: Iterable[str | Path]) -> set[str]:
+    out: set[str] = set()
+    for p in paths:
+        base = os.path.realpath(p)
+        # SQLite's side files are the database too.
+        out |= {base, base + "-wal", base + "-shm", base + "-journal"}
+    return out
+
+
+def guard_paths(paths: Iterable[str | Path]) -> None:
+    """Refuse (PermissionError) and record any open or sqlite3.connect of the given files, e.g. the results DB."""
+    protected = _protected_set(paths)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event not in ("open", "sqlite3.connect", "os.remove", "os.rename", "os.truncate"):
+            return
+        target = args[0] if args else None
+        if isinstance(target, int) or target is None:
+            return
+        try:
+            path = os.path.realpath(os.fsdecode(target))
+        except (TypeError, ValueError):
+            return
+        if path in protected:
+            _violations.append(f"{event} {path}")
+            raise PermissionError(errno.EACCES, "plugins may not touch the results database; results reach it only through the harness", path)
+
+    sys.addaudithook(hook)
+
+
+def violations() -> list[str]:
+    """What `guard_paths` refused so far in this process (a plugin may have caught the PermissionError)."""
+    return list(_violations)
+
+
+def _mount(libc: Any, src: str | None, target: str, flags: int) -> None:
+    if libc.mount(src.encode() if src else None, target.encode(), None, flags, None) != 0:
+        err = ctypes.get_errno()
+        raise SandboxUnavailable(err, f"mount {target}: {os.strerror(err)}")
+
+
+def enter_sandbox(read_only: Iterable[str | Path]) -> None:
+    """Move this (single-threaded) process into new user, mount and network namespaces: no network, `read_only` paths read-only.
+
+    Only this process and its children are affected. The network namespace has no interface up, so every
+    connection fails; the read-only bind mounts hold even against code that bypasses Python (ctypes, subprocesses).
+    It does not hide files from reading, limit CPU, or stop writes outside `read_only`.
+    """
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise SandboxUnavailable(err, f"unshare: {os.strerror(err)} (unprivileged user namespaces disabled?)")
+    # Map our own ids, so files keep their owners; the capabilities to mount come with the new namespace.
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    _mount(libc, None, "/", MS_REC | MS_PRIVATE)
+    for p in dict.fromkeys(os.path.realpath(x) for x in read_only):
+        if not os.path.exists(p):
+            continue
+        _mount(libc, p, p, MS_BIND | MS_REC)
+        keep = 0
+        f_flag = os.statvfs(p).f_flag
+        for st, ms in _KEEP_FLAGS.items():
+            if f_flag & st:
+                keep |= ms
+        _mount(libc, None, p, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+def sandbox_available() -> bool:
+    """Whether `enter_sandbox` works here (tried in a throwaway child process)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    pid = os.fork()
+    if pid == 0:  # the child tries and reports through its exit code only
+        try:
+            enter_sandbox([])
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
