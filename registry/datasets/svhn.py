@@ -1,0 +1,49 @@
+"""SVHN (Netzer et al., Reading Digits in Natural Images with Unsupervised Feature Learning, 2011), cropped digits."""
+
+from pathlib import Path
+
+from harness import ImageData, register_dataset
+from harness.image_files import Format, find_or_download, is_image_folder, load_image_folder, load_svhn_mat
+
+MEAN, STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
+URL_HOST = "ufldl.stanford.edu"
+FORMATS: list[Format] = [
+    ("{train,test}_32x32.mat", lambda d: (d / "train_32x32.mat").is_file() and (d / "test_32x32.mat").is_file(), load_svhn_mat),
+    ("{train,test}/<class>/*.png", is_image_folder, lambda d: load_image_folder(d, size=32)),
+]
+
+
+def _candidates(root: Path) -> list[Path]:
+    return [root, root / "svhn", root / "SVHN"]
+
+
+@register_dataset("svhn", paper="Netzer et al., NIPS Workshop on Deep Learning 2011")
+def svhn(data_dir: Path | None = None, cache_dir: Path | None = None) -> ImageData:
+    """SVHN cropped digits: 73,257 train + 26,032 test 32x32 colour images in 10 classes (extra split unused)."""
+    root = data_dir or Path("data")
+
+    def download(folder: Path) -> None:
+        from torchvision.datasets import SVHN
+
+        SVHN(str(folder), split="train", download=True)
+        SVHN(str(folder), split="test", download=True)
+
+    (x_tr, y_tr, x_te, y_te, classes), source = find_or_download(
+        "svhn", data_dir, _candidates(root), FORMATS, cache_dir, URL_HOST, download,
+        "pass --data-dir DIR holding torchvision's SVHN .mat files.", classes=10,
+    )
+    return ImageData(
+        name="svhn",
+        x_train=x_tr,
+        y_train=y_tr.long(),
+        x_test=x_te,
+        y_test=y_te.long(),
+        classes=list(classes),
+        mean=MEAN,
+        std=STD,
+        eps_linf=8 / 255,
+        eps_l2=0.5,
+        augment=True,
+        flip=False,  # mirrored digits are other glyphs (2, 5, 7): crop jitter only
+        source=str(source),
+    )
