@@ -473,7 +473,7 @@ def leaderboard_records(boards: list[Board]) -> list[dict[str, Any]]:
 
 
 def _write_downloads(out: Path, rows: list[dict[str, Any]], jobs: list[JobRecord], boards: list[Board]) -> None:
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    (out / "results.json").write_text(json.dumps(rows, separators=(",", ":")))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
@@ -484,7 +484,7 @@ def _write_downloads(out: Path, rows: list[dict[str, Any]], jobs: list[JobRecord
          "duration_s": j.duration_s, "finished_at": j.finished_at.isoformat() if j.finished_at else None, "params": j.params, "provenance": j.provenance}
         for j in jobs
     ]
-    (out / "jobs.json").write_text(json.dumps(meta, indent=1, default=str))
+    (out / "jobs.json").write_text(json.dumps(meta, separators=(",", ":"), default=str))
     records = leaderboard_records(boards)
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for rec in records for k in rec))
