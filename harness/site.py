@@ -162,7 +162,7 @@ def _est_point(x: float, e: Estimate | None) -> tuple[float, float, float | None
     return None if e is None else (x, e.mean, e.half_width)
 
 
-def sparsity_charts(board: Board, colors: dict[str, str], rows: list[BoardRow] | None = None) -> list[str]:
+def sparsity_charts(board: Board, colors: dict[str, str], rows: list[BoardRow] | None = None) -> list[tuple[str, str]]:
     """Robust accuracy vs sparsity, one chart per (architecture, eps), one line per pruner, dense as a reference line."""
     rows = board.rows if rows is None else rows
     charts = []
@@ -188,7 +188,7 @@ def sparsity_charts(board: Board, colors: dict[str, str], rows: list[BoardRow] |
             if not series and not hlines:
                 continue
             what = "worst case" if col[0] == WORST else col[0]
-            charts.append(
+            charts.append((arch,
                 plots.render(
                     plots.Chart(
                         f"{arch}: {what} ε={_eps(col[1])}",
@@ -198,8 +198,8 @@ def sparsity_charts(board: Board, colors: dict[str, str], rows: list[BoardRow] |
                         hlines,
                         x_domain=(0.0, max([r.sparsity for r in by_arch[arch]] + [0.1]) * 1.05),
                     )
-                )
-            )
+                ),
+            ))
     return charts
 
 
@@ -415,7 +415,8 @@ def build_site(store: Store, out: Path) -> Path:
             figs = {}
             for b in sub:
                 if kind == "architecture":
-                    figs[b.slug] = [c for c in [robustness_curves(b, name, colors)] if c] + sparsity_charts(b, colors)
+                    curves = robustness_curves(b, name, colors)
+                    figs[b.slug] = ([(name, curves)] if curves else []) + [c for c in sparsity_charts(b, colors) if c[0] == name]
                 else:
                     full = next(x for x in boards if x.slug == b.slug)
                     dense = [r for r in full.rows if r.is_dense and r.architecture in {x.architecture for x in b.rows}]

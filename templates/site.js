@@ -53,6 +53,10 @@
       var note = table.querySelector(".shown");
       if (note && total) note.textContent = shown === total ? "" : "(" + shown + " of " + total + " rows shown)";
     });
+    // Charts drawn for one architecture follow the architecture filter too.
+    document.querySelectorAll("[data-chart-arch]").forEach(function (fig) {
+      fig.hidden = !!want.arch && fig.getAttribute("data-chart-arch") !== want.arch;
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {

@@ -137,8 +137,11 @@ def test_sorting_by_keyboard(page: Any) -> None:
 
 def test_filters_hide_rows(page: Any) -> None:
     total = len(column(page, "#"))
+    charts = page.locator("[data-chart-arch] svg.chart")
+    n_charts = sum(charts.nth(i).is_visible() for i in range(charts.count()))
     page.select_option("select[data-filter=arch]", "arch_b")
     assert set(column(page, "architecture")) == {"arch_b"}
+    assert sum(charts.nth(i).is_visible() for i in range(charts.count())) == n_charts // 2  # arch_a's charts hide
     page.select_option("select[data-filter=family]", "none")
     assert column(page, "pruner") == ["none"]
     assert "1 of" in page.locator("table.board caption .shown").first.inner_text()
