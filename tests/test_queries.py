@@ -205,3 +205,6 @@ def test_estimate_and_t_quantile() -> None:
     assert e is not None and e.mean == pytest.approx(0.2)
     assert e.half_width == pytest.approx(t_quantile(2) * 0.1 / math.sqrt(3))
     assert t_quantile(1) == pytest.approx(T1)
+    # Textbook two-sided 95% values.
+    for df, t in ((2, 4.302653), (4, 2.776445), (10, 2.228139), (30, 2.042272), (200, 1.971896)):
+        assert t_quantile(df) == pytest.approx(t, abs=1e-6)

@@ -161,12 +161,33 @@ class Estimate:
         return cls(mean, t_quantile(n - 1) * sd / math.sqrt(n), n)
 
 
+def t_central(t: float, df: int) -> float:
+    """P(|T| < t) for Student's t with integer `df`: the exact finite series (Abramowitz & Stegun 26.7.3-4)."""
+    theta = math.atan(t / math.sqrt(df))
+    c2 = math.cos(theta) ** 2
+    if df % 2 == 1:
+        total, term = 0.0, 1.0
+        for k in range(1, (df - 1) // 2 + 1):  # 1 + (2/3)c^2 + (2*4)/(3*5)c^4 + ... up to c^(df-3)
+            total += term
+            term *= (2 * k) / (2 * k + 1) * c2
+        return 2 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total) if df > 1 else 2 * theta / math.pi
+    total, term = 0.0, 1.0
+    for k in range(1, df // 2 + 1):  # 1 + (1/2)c^2 + (1*3)/(2*4)c^4 + ... up to c^(df-2)
+        total += term
+        term *= (2 * k - 1) / (2 * k) * c2
+    return math.sin(theta) * total
+
+
 @functools.lru_cache(maxsize=None)
 def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
-    """Two-sided Student-t critical value for `df` degrees of freedom."""
-    from scipy.stats import t  # scipy comes with scikit-learn; imported here to keep `harness` startup fast
-
-    return float(t.ppf(0.5 + confidence / 2, df))
+    """Two-sided Student-t critical value for `df` degrees of freedom (bisection on the exact distribution)."""
+    lo, hi = 0.0, 1.0
+    while t_central(hi, df) < confidence:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_central(mid, df) < confidence else (lo, mid)
+    return (lo + hi) / 2
 
 
 @dataclass
