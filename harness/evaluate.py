@@ -1,16 +1,19 @@
-"""Clean and adversarial evaluation of one model: robust accuracy per attack and eps, and the worst case."""
+"""Clean and adversarial evaluation of one model: robust accuracy per attack and eps, the worst case, sanity flags."""
 
 from __future__ import annotations
 
 import inspect
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from harness.attacks import Attack
+from harness.attacks import Attack, MinimalAttack, norms, project
 from harness.data import ImageData, subset, to_float
 from harness.errors import AttackError
 from harness.grid import AttackSpec, EvalConfig
@@ -26,11 +29,17 @@ EVAL_SUBSET_SEED = 0
 
 @dataclass
 class Evaluation:
-    """Per-example outcomes, kept so worst cases and sanity checks can combine attacks."""
+    """Per-example outcomes (bool, CPU, one entry per eval example), kept so worst cases and sanity checks can combine attacks."""
 
     clean_correct: Tensor
     robust: dict[tuple[str, float], Tensor] = field(default_factory=dict)
+    # Multi-stage attacks (AutoAttack): who was still correct after each stage, keyed ("autoattack/apgd-ce", eps).
+    stages: dict[tuple[str, float], Tensor] = field(default_factory=dict)
+    # Minimal-perturbation attacks: per-example size of the perturbation found (inf where the attack failed).
+    perturbation: dict[str, Tensor] = field(default_factory=dict)
     threat: dict[str, str] = field(default_factory=dict)
+    white_box: dict[str, bool] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -39,69 +48,156 @@ def eval_subset(data: ImageData, cfg: EvalConfig) -> tuple[Tensor, Tensor]:
     return subset(data.x_test, data.y_test, cfg.n_examples, seed=EVAL_SUBSET_SEED)
 
 
+def build_attack(spec: AttackSpec, seed: int) -> Attack:
+    """The attack a grid entry names, with its parameters and the job's seed."""
+    cls = attacks.get(spec.name).obj
+    params = dict(spec.params)
+    if "seed" in inspect.signature(cls).parameters:
+        params.setdefault("seed", seed)
+    return cls(**params)
+
+
 def check_in_ball(x_adv: Tensor, x: Tensor, eps: float, threat_model: str, name: str) -> None:
     """Refuse an attack output outside the threat model's ball or the [0, 1] box."""
     if x_adv.shape != x.shape:
         raise AttackError(f"attack {name!r} returned shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
     if x_adv.min() < -BALL_SLACK or x_adv.max() > 1 + BALL_SLACK:
         raise AttackError(f"attack {name!r} left the [0, 1] pixel range")
-    d = (x_adv - x).flatten(1)
-    size = d.abs().amax(1) if threat_model == "linf" else d.norm(dim=1)
+    size = norms(x_adv - x, threat_model)
     if (size > eps * (1 + BALL_SLACK) + BALL_SLACK).any():
         raise AttackError(f"attack {name!r} exceeded its {threat_model} budget eps={eps:g} (max {size.max():.4g})")
 
 
-def run_attacks(model: nn.Module, x: Tensor, y: Tensor, specs: tuple[AttackSpec, ...], device: torch.device, batch_size: int, seed: int) -> Evaluation:
-    """Clean correctness and, for each attack and eps, which examples stay correctly classified."""
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode with parameter gradients off (attacks need input gradients only), restored after."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
     model.eval()
     for p in model.parameters():
-        p.requires_grad_(False)  # attacks need input gradients only
-    ev = Evaluation(clean_correct=accuracy(model, x, y, device, batch_size))
-    for spec in specs:
-        cls = attacks.get(spec.name).obj
-        params = dict(spec.params)
-        if "seed" in inspect.signature(cls).parameters:
-            params.setdefault("seed", seed)
-        attack: Attack = cls(**params)
-        ev.threat[spec.name] = attack.threat_model
-        t0 = time.perf_counter()
-        for eps in spec.eps:
-            masks = []
-            for i in range(0, len(y), batch_size):
-                xb, yb = to_float(x[i : i + batch_size]).to(device), y[i : i + batch_size].to(device)
-                x_adv = attack.perturb(model, xb, yb, eps).detach()
-                check_in_ball(x_adv, xb, eps, attack.threat_model, spec.name)
-                with torch.inference_mode():
-                    masks.append((model(x_adv).argmax(1) == yb).cpu())
-            # An example is robust only if it is classified correctly both clean and attacked.
-            ev.robust[(spec.name, eps)] = torch.cat(masks) & ev.clean_correct
-        ev.seconds[spec.name] = time.perf_counter() - t0
-    for p in model.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, f in zip(model.parameters(), flags):
+            p.requires_grad_(f)
+        model.train(was_training)
+
+
+def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    with torch.inference_mode():
+        return model(x).argmax(1) == y
+
+
+def attack_correct(
+    attack: Attack, name: str, model: nn.Module, x: Tensor, y: Tensor, eps: float, device: torch.device, batch_size: int
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Per-example correctness (CPU) under a bounded attack, and after each stage of a multi-stage one."""
+    masks: list[Tensor] = []
+    stages: dict[str, list[Tensor]] = defaultdict(list)
+    for i in range(0, len(y), batch_size):
+        xb, yb = to_float(x[i : i + batch_size]).to(device), y[i : i + batch_size].to(device)
+        x_adv, trace = attack.perturb_traced(model, xb, yb, eps)
+        x_adv = x_adv.detach()
+        check_in_ball(x_adv, xb, eps, attack.threat_model, name)
+        masks.append(_correct(model, x_adv, yb).cpu())
+        for stage, m in trace.items():
+            stages[stage].append(m.cpu())
+    empty = torch.zeros(0, dtype=torch.bool)
+    return torch.cat(masks) if masks else empty, {k: torch.cat(v) for k, v in stages.items()}
+
+
+def minimal_correct(
+    attack: MinimalAttack, name: str, model: nn.Module, x: Tensor, y: Tensor, eps_list: tuple[float, ...], device: torch.device, batch_size: int
+) -> tuple[dict[float, Tensor], Tensor]:
+    """One run of a minimal-perturbation attack: correctness at each eps (its example projected to the ball) and sizes."""
+    correct: dict[float, list[Tensor]] = defaultdict(list)
+    sizes: list[Tensor] = []
+    for i in range(0, len(y), batch_size):
+        xb, yb = to_float(x[i : i + batch_size]).to(device), y[i : i + batch_size].to(device)
+        x_min = attack.minimal(model, xb, yb).detach()
+        check_in_ball(x_min, xb, float("inf"), attack.threat_model, name)
+        size = norms(x_min - xb, attack.threat_model)
+        sizes.append(torch.where(_correct(model, x_min, yb), float("inf"), size).cpu())
+        for eps in eps_list:
+            x_eps = project(x_min, xb, eps, attack.threat_model)
+            check_in_ball(x_eps, xb, eps, attack.threat_model, name)
+            correct[eps].append(_correct(model, x_eps, yb).cpu())
+    empty = torch.zeros(0, dtype=torch.bool)
+    return {e: torch.cat(correct[e]) if correct[e] else empty for e in eps_list}, torch.cat(sizes) if sizes else torch.zeros(0)
+
+
+def _scatter(n: int, idx: Tensor, values: Tensor, fill: float | bool = False) -> Tensor:
+    """A length-n vector holding `values` at `idx` and `fill` elsewhere."""
+    out = torch.full((n,), fill, dtype=values.dtype)
+    out[idx] = values
+    return out
+
+
+def run_attacks(model: nn.Module, x: Tensor, y: Tensor, specs: tuple[AttackSpec, ...], device: torch.device, batch_size: int, seed: int) -> Evaluation:
+    """Clean correctness and, for each attack and eps, which examples stay correctly classified."""
+    with frozen(model):
+        ev = Evaluation(clean_correct=accuracy(model, x, y, device, batch_size))
+        # As in AutoAttack, clean-misclassified examples are not attacked: they count as non-robust.
+        idx = ev.clean_correct.nonzero().squeeze(1)
+        xa, ya, n = x[idx], y[idx], len(y)
+        for spec in specs:
+            attack = build_attack(spec, seed)
+            name = spec.name
+            ev.threat[name], ev.white_box[name], ev.params[name] = attack.threat_model, attack.white_box, dict(spec.params)
+            t0 = time.perf_counter()
+            if isinstance(attack, MinimalAttack):
+                by_eps, sizes = minimal_correct(attack, name, model, xa, ya, spec.eps, device, batch_size)
+                ev.perturbation[name] = sizes
+                for eps, m in by_eps.items():
+                    ev.robust[(name, eps)] = _scatter(n, idx, m)
+            else:
+                for eps in spec.eps:
+                    m, stages = attack_correct(attack, name, model, xa, ya, eps, device, batch_size)
+                    ev.robust[(name, eps)] = _scatter(n, idx, m)
+                    for stage, sm in stages.items():
+                        ev.stages[(f"{name}/{stage}", eps)] = _scatter(n, idx, sm)
+            ev.seconds[name] = time.perf_counter() - t0
     return ev
 
 
+def median_perturbation(sizes: Tensor) -> float:
+    """Median perturbation size over the attacked examples (failures count as infinitely large)."""
+    if len(sizes) == 0:
+        return float("nan")
+    # The lower median, so the figure is always one example's actual perturbation (or inf).
+    return float(sizes.sort().values[(len(sizes) - 1) // 2])
+
+
 def metrics_of(ev: Evaluation) -> list[Metric]:
-    """Robust accuracy per (attack, eps) and worst case per (threat model, eps): the per-example minimum."""
+    """Robust accuracy per (attack, eps) and per stage, worst case per (threat model, eps), minimal perturbations."""
     out = [Metric("clean_acc_eval", float(ev.clean_correct.float().mean()))]
     worst: dict[tuple[str, float], Tensor] = {}
     for (name, eps), mask in ev.robust.items():
         out.append(Metric("robust_acc", float(mask.float().mean()), attack=name, eps=eps))
         key = (ev.threat[name], eps)
+        # Per-example minimum over attacks: robust only if every attack failed on it.
         worst[key] = mask.clone() if key not in worst else worst[key] & mask
+    for (stage, eps), mask in ev.stages.items():
+        out.append(Metric("robust_acc", float(mask.float().mean()), attack=stage, eps=eps))
     for (tm, eps), mask in worst.items():
         out.append(Metric("worst_case_acc", float(mask.float().mean()), attack=tm, eps=eps))
+    for name, sizes in ev.perturbation.items():
+        out.append(Metric("median_perturbation", median_perturbation(sizes), attack=name))
     for name, s in ev.seconds.items():
         out.append(Metric("attack_seconds", s, attack=name))
     return out
 
 
 def evaluate(model: nn.Module, data: ImageData, cfg: EvalConfig, specs: tuple[AttackSpec, ...], device: torch.device, seed: int) -> list[Metric]:
-    """Clean accuracy on the whole test set, attacks on the fixed evaluation subset."""
+    """Clean accuracy on the whole test set, attacks and sanity checks on the fixed evaluation subset."""
+    from harness.sanity import sanity_metrics
+
     clean = accuracy(model, data.x_test, data.y_test, device, cfg.batch_size)
     x, y = eval_subset(data, cfg)
     ev = run_attacks(model, x, y, specs, device, cfg.batch_size, seed)
-    return [Metric("clean_acc", float(clean.float().mean()))] + metrics_of(ev)
+    flags = sanity_metrics(model, x, y, ev, specs, cfg, device, seed)
+    return [Metric("clean_acc", float(clean.float().mean()))] + metrics_of(ev) + flags
 
 
 def per_eps(robust: dict[tuple[str, float], float]) -> dict[str, list[tuple[float, float]]]:

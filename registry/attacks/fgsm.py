@@ -1,10 +1,9 @@
 """Fast Gradient Sign Method (Goodfellow et al., Explaining and Harnessing Adversarial Examples, ICLR 2015)."""
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import Attack, register_attack
+from harness.attacks import input_grad
 
 
 @register_attack("fgsm", paper="Goodfellow et al., ICLR 2015")
@@ -15,7 +14,5 @@ class FGSM(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """x + eps * sign(grad_x CE(model(x), y)), clipped to [0, 1]."""
-        x = x.detach().clone().requires_grad_(True)
-        loss = F.cross_entropy(model(x), y, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-        return (x.detach() + eps * grad.sign()).clamp_(0.0, 1.0)
+        grad, _ = input_grad(model, x, y)
+        return (x.detach() + eps * grad.sign_()).clamp_(0.0, 1.0)

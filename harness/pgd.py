@@ -1,0 +1,68 @@
+"""Projected gradient descent on the cross-entropy (Madry et al. 2018), shared by pgd_linf, pgd_l2 and the sanity checks."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from harness.attacks import input_grad, l2_normalize, project
+
+
+def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator) -> Tensor:
+    """A random point of the eps-ball around `x`, clipped to [0, 1]."""
+    if threat_model == "linf":
+        noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype).mul_(2 * eps).sub_(eps)
+    else:
+        # Uniform direction, radius uniform in [0, eps] (the usual L2 PGD start, as in torchattacks' PGDL2).
+        direction = l2_normalize(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
+        radius = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype) * eps
+        noise = direction * radius.view(-1, *([1] * (x.dim() - 1)))
+    return (x + noise).clamp_(0.0, 1.0)
+
+
+def pgd_run(model: nn.Module, x: Tensor, y: Tensor, eps: float, threat_model: str, steps: int, alpha: float, start: Tensor) -> Tensor:
+    """`steps` projected ascent steps from `start`; returns the last iterate (no host syncs inside)."""
+    x_adv = start
+    if threat_model == "linf":
+        # The Linf ball intersected with the pixel box is a box: projection is one clamp to precomputed bounds.
+        lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
+        for _ in range(steps):
+            grad, _ = input_grad(model, x_adv, y)
+            x_adv = torch.minimum(torch.maximum(x_adv.detach().add_(grad.sign_(), alpha=alpha), lo), hi)
+    else:
+        for _ in range(steps):
+            grad, _ = input_grad(model, x_adv, y)
+            x_adv = project(x_adv.detach().add_(l2_normalize(grad), alpha=alpha), x, eps, "l2")
+    return x_adv.detach()
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    threat_model: str,
+    steps: int = 10,
+    step_size: float | None = None,
+    restarts: int = 1,
+    rand_init: bool = True,
+    seed: int = 0,
+) -> Tensor:
+    """PGD with restarts: each example keeps the first restart that fools the model, else the last iterate."""
+    alpha = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    x, best = x.detach(), x.detach().clone()
+    todo = torch.arange(len(x), device=x.device)
+    for r in range(restarts):
+        xs, ys = x[todo], y[todo]
+        start = random_start(xs, eps, threat_model, gen) if rand_init else xs.clone()
+        adv = pgd_run(model, xs, ys, eps, threat_model, steps, alpha, start)
+        best[todo] = adv
+        if r + 1 < restarts:
+            with torch.inference_mode():
+                still = model(adv).argmax(1) == ys
+            # One host sync per restart: later restarts only attack the examples not yet fooled.
+            todo = todo[still]
+            if len(todo) == 0:
+                break
+    return best

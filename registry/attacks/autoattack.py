@@ -1,0 +1,81 @@
+"""AutoAttack (Croce & Hein, Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse Parameter-free Attacks, ICML 2020)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from pyautoattack import AutoAttack as ReferenceAutoAttack
+from torch import Tensor, nn
+
+from harness import Attack, register_attack
+from harness.attacks import check_threat_model
+from harness.errors import AttackError
+
+VERSIONS = ("standard", "plus", "rand")
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+
+def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> Tensor:
+    """One AutoAttack component on (x, y), configured exactly as the reference's run_standard_evaluation does."""
+    seed = aa.get_seed()
+    if name in ("apgd-ce", "apgd-dlr"):
+        aa.apgd.loss, aa.apgd.seed = name[5:], seed
+        return aa.apgd.perturb(x, y)
+    if name == "apgd-t":
+        aa.apgd_targeted.seed = seed
+        return aa.apgd_targeted.perturb(x, y)
+    if name in ("fab", "fab-t"):
+        aa.fab.targeted, aa.fab.seed = name == "fab-t", seed
+        if aa.fab.targeted:
+            aa.fab.n_restarts = 1
+        return aa.fab.perturb(x, y)
+    if name == "square":
+        aa.square.seed = seed
+        return aa.square.perturb(x, y)
+    raise AttackError(f"autoattack: unknown component {name!r}; accepted: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square.")
+
+
+@register_attack("autoattack", paper="Croce & Hein, ICML 2020")
+class AutoAttack(Attack):
+    """The AutoAttack protocol through the reference code (pyautoattack): APGD-CE, APGD-T, FAB-T, Square in sequence."""
+
+    def __init__(self, version: str = "standard", norm: str = "linf", n_queries: int | None = None, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        if version not in VERSIONS:
+            raise AttackError(f"autoattack: unknown version {version!r}; accepted: {', '.join(VERSIONS)}.")
+        self.version = version
+        self.threat_model = check_threat_model(norm, "autoattack")
+        # None keeps the protocol's 5000 Square queries; a smaller number is a cheaper, weaker, non-standard run.
+        self.n_queries = n_queries
+
+    def reference(self, model: nn.Module, eps: float, device: torch.device) -> ReferenceAutoAttack:
+        """The reference AutoAttack object for this version, norm and eps."""
+        aa = ReferenceAutoAttack(model, norm=NORM_NAMES[self.threat_model], eps=eps, version=self.version, seed=self.seed, device=device)
+        aa.logger = logging.getLogger("harness.autoattack")
+        if self.n_queries is not None:
+            aa.square.n_queries = self.n_queries
+        return aa
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        """The final adversarial examples of the whole ensemble."""
+        return self.perturb_traced(model, x, y, eps)[0]
+
+    def perturb_traced(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """Each component attacks only the examples every earlier one failed on; returns who survived each."""
+        aa = self.reference(model, eps, x.device)
+        x = x.detach()
+        x_adv = x.clone()
+        trace: dict[str, Tensor] = {}
+        with torch.no_grad():
+            robust = model(x).argmax(1) == y
+        for name in aa.attacks_to_run:
+            idx = robust.nonzero().squeeze(1)  # one host sync per component, as in the reference
+            if len(idx):
+                adv = run_component(aa, name, x[idx], y[idx]).detach()
+                with torch.no_grad():
+                    fooled = model(adv).argmax(1) != y[idx]
+                robust[idx[fooled]] = False
+                x_adv[idx[fooled]] = adv[fooled]
+            trace[name] = robust.clone()
+        return x_adv, trace

@@ -1,0 +1,32 @@
+"""Square Attack, a query-only random search (Andriushchenko et al., Square Attack, ECCV 2020), via the AutoAttack reference code."""
+
+import torch
+from pyautoattack.square import SquareAttack
+from torch import Tensor, nn
+
+from harness import Attack, register_attack
+from harness.attacks import check_threat_model
+
+NORM_NAMES = {"linf": "Linf", "l2": "L2"}
+
+
+@register_attack("square", paper="Andriushchenko et al., ECCV 2020")
+class Square(Attack):
+    """Black-box random search over square-shaped updates on the margin loss; Linf or L2 (`norm`)."""
+
+    white_box = False
+
+    def __init__(self, norm: str = "linf", n_queries: int = 5000, p_init: float = 0.8, restarts: int = 1, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        self.threat_model = check_threat_model(norm, "square")
+        self.n_queries, self.p_init, self.restarts = n_queries, p_init, restarts
+
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        """The reference implementation, with AutoAttack's settings (margin loss, no schedule rescaling)."""
+        attack = SquareAttack(
+            model, norm=NORM_NAMES[self.threat_model], n_queries=self.n_queries, eps=eps, p_init=self.p_init,
+            n_restarts=self.restarts, seed=self.seed, verbose=False, resc_schedule=False, device=x.device,
+        )
+        # The reference reseeds the global generator; keep the caller's random state as it was.
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []), torch.no_grad():
+            return attack.perturb(x, y).detach()
