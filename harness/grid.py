@@ -29,11 +29,13 @@ TOP_KEYS = {
     "eval": dict,
 }
 REQUIRED = ("datasets", "architectures", "pruners", "attacks")
+REGIMES = ("standard", "pgd_at", "trades")
+ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Standard (non-adversarial) SGD training settings."""
+    """SGD training settings, on clean images (standard) or with an adversarial-training regime."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -41,6 +43,29 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     n_train: int | None = None  # a random subset of the training set (None = all)
+    regime: str = "standard"  # standard | pgd_at (Madry et al. 2018) | trades (Zhang et al. 2019)
+    adv_eps: float | str | None = None  # Linf budget of the training attack; None = the dataset's eps_linf
+    adv_steps: int = 7
+    adv_step_size: float | str | None = None  # None = adv_eps / 4 (2/255 at 8/255, as Madry et al. on CIFAR)
+    trades_beta: float = 6.0  # weight of the TRADES robustness (KL) term
+
+    def __post_init__(self) -> None:
+        where = "[train]"
+        if self.regime not in REGIMES:
+            raise GridError(f"{where}: unknown regime {self.regime!r}; accepted: {', '.join(REGIMES)}.")
+        for key in ("adv_eps", "adv_step_size"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, _eps(value, f"{where} {key}"))  # '8/255' -> 0.0313...
+        if not isinstance(self.adv_steps, int) or isinstance(self.adv_steps, bool) or self.adv_steps < 1:
+            raise GridError(f"{where}: adv_steps must be an integer >= 1, got {self.adv_steps!r}.")
+        defaults = {k: TrainConfig.__dataclass_fields__[k].default for k in ADV_KEYS}
+        if self.regime == "standard" and any(getattr(self, k) != v for k, v in defaults.items()):
+            set_keys = [k for k, v in defaults.items() if getattr(self, k) != v]
+            raise GridError(
+                f"{where}: {', '.join(set_keys)} only apply to adversarial regimes; set regime = 'pgd_at' or "
+                "'trades', or remove them."
+            )
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,7 @@ class EvalConfig:
     n_examples: int | None = 1000
     batch_size: int = 256
     measure_latency: bool = True
+    sanity_examples: int = 64  # examples the extra sanity-check attacks run on (0 = only checks needing no extra runs)
 
 
 @dataclass(frozen=True)
@@ -212,6 +238,8 @@ def _section(raw: dict[str, Any], key: str, cls: type, where: str) -> Any:
         return cls(**table)
     except TypeError as exc:
         raise GridError(f"{where}: bad [{key}] table ({exc}).") from None
+    except GridError as exc:  # a config's own validation (e.g. TrainConfig's regime)
+        raise GridError(f"{where}: {exc}") from None
 
 
 def _names(raw: dict[str, Any], key: str, registry: Any, where: str) -> list[str]:
