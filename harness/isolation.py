@@ -12,6 +12,7 @@ import errno
 import os
 import resource
 import signal
+import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -126,7 +127,7 @@ def _mount(libc: Any, src: str | None, target: str, flags: int) -> None:
 
 
 def enter_sandbox(read_only: Iterable[str | Path]) -> None:
-    """Move this (single-threaded) process into new user, mount and network namespaces: no network, `read_only` paths read-only.
+    """Move this single-threaded process (call it before torch starts threads) into new user, mount and network namespaces: no network, `read_only` paths read-only.
 
     Only this process and its children are affected. The network namespace has no interface up, so every
     connection fails; the read-only bind mounts hold even against code that bypasses Python (ctypes, subprocesses).
@@ -155,15 +156,19 @@ def enter_sandbox(read_only: Iterable[str | Path]) -> None:
 
 
 def sandbox_available() -> bool:
-    """Whether `enter_sandbox` works here (tried in a throwaway child process)."""
+    """Whether `enter_sandbox` works here, tried in a fresh interpreter that loads only this file.
+
+    Not a fork of the caller: after torch has set its thread count, a forked child starts with an extra thread,
+    and the kernel refuses a new user namespace to a multithreaded process.
+    """
     if not sys.platform.startswith("linux"):
         return False
-    pid = os.fork()
-    if pid == 0:  # the child tries and reports through its exit code only
-        try:
-            enter_sandbox([])
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    probe = (
+        "import importlib.util, sys; spec = importlib.util.spec_from_file_location('isolation', sys.argv[1]); "
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.enter_sandbox([])"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-S", "-c", probe, __file__], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0

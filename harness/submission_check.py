@@ -79,7 +79,7 @@ def submission_trace(exc: BaseException, path: str) -> str:
 
 def _raised(check: str, what: str, exc: BaseException, path: str) -> CheckFailed:
     if is_memory_error(exc):
-        return CheckFailed("memory", f"allocates past the memory limit {what} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
+        return CheckFailed("memory", f"allocates past the memory limit {what}")
     return CheckFailed(check, f"raised {type(exc).__name__} {what}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": "), submission_trace(exc, path))
 
 
@@ -276,7 +276,7 @@ def checked(path: str, limits: CheckLimits) -> dict[str, Any]:
         report = {"ok": False, "check": exc.check, "message": exc.message, "trace": exc.trace}
     except BaseException as exc:  # anything else escaping the checks is still reported, never a silent crash
         if is_memory_error(exc):
-            report = {"ok": False, "check": "memory", "message": f"allocates past the memory limit ({type(exc).__name__})", "trace": ""}
+            report = {"ok": False, "check": "memory", "message": "allocates past the memory limit", "trace": ""}
         else:
             report = {"ok": False, "check": "raises", "message": f"raised {type(exc).__name__}: {exc}", "trace": submission_trace(exc, path)}
     if violations():

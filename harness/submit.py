@@ -132,10 +132,14 @@ def run_check(path: Path, limits: dict[str, Any], time_limit_s: float) -> dict[s
     return report
 
 
-def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = None) -> dict[str, Any]:
-    """Every contract check on `path` in a separate process; the report, or SubmissionError with the reason."""
+def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = None, shown: Path | None = None) -> dict[str, Any]:
+    """Every contract check on `path` in a separate process; the report, or SubmissionError with the reason.
+
+    `shown` is the path to name in messages when `path` is a private copy of the user's file.
+    """
+    shown = shown or path
     source = path.read_bytes()
-    syntax_check(source, path)
+    syntax_check(source, shown)
     db = Path(opts.db).resolve()
     guarded = [db, Path(opts.submissions_dir).resolve() / INDEX] + list(protected or [])
     read_only = [REPO, db.parent, Path(opts.submissions_dir).resolve()] + ([Path(opts.site_dir).resolve()] if opts.site_dir else [])
@@ -150,8 +154,11 @@ def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = N
     if not report.get("ok"):
         if report.get("check") == "sandbox":
             raise HarnessError(report["message"])
+        message = report["message"].rstrip(".")
+        if report.get("check") == "memory":
+            message += f" ({opts.memory_mb} MiB beyond the harness's own); use less, or raise --memory-mb if it is legitimate"
         trace = f"\n{report['trace']}" if report.get("trace") else ""
-        raise SubmissionError(f"{path.name}: {report['message']}.{trace}")
+        raise SubmissionError(f"{shown}: {message}.{trace}".replace(str(path), str(shown)))
     return report
 
 
@@ -327,7 +334,7 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         # The check runs on a private copy, so the bytes recorded are exactly the bytes checked.
         staged = Path(tmp) / path.name
         staged.write_bytes(source)
-        report = check_file(staged, opts)
+        report = check_file(staged, opts, shown=path)
         refuse_taken(read_index(Path(opts.submissions_dir)), report["name"], report["author"], opts.replace)
         result = SubmitResult(report["name"], sha, report)
         if opts.dry_run:
