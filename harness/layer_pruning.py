@@ -42,8 +42,26 @@ def _identity_of_input(node: torch.fx.Node, gm: torch.fx.GraphModule) -> bool:
     return node.op == "placeholder"
 
 
+def _layout(block: nn.Module) -> tuple[Any, ...]:
+    """What a block's traced graph depends on: its class, its children's names and types, its flag attributes."""
+    children = tuple((n, type(m).__name__) for n, m in block.named_children())
+    flags = tuple(sorted((k, v) for k, v in vars(block).items() if not k.startswith("_") and isinstance(v, (bool, int, str, type(None)))))
+    return (type(block), children, flags)
+
+
+_SHORTCUT_CACHE: dict[tuple[Any, ...], bool] = {}
+
+
 def has_identity_shortcut(block: nn.Module) -> bool:
     """Whether the block adds its own input to its output (x + f(x)): removing it leaves a working network."""
+    key = _layout(block)
+    if key not in _SHORTCUT_CACHE:  # tracing is slow; blocks of one layout trace alike
+        _SHORTCUT_CACHE[key] = _traced_identity_shortcut(block)
+    return _SHORTCUT_CACHE[key]
+
+
+def _traced_identity_shortcut(block: nn.Module) -> bool:
+    """Trace the block and look for an add whose operand is the block's own input."""
     try:
         gm = torch.fx.symbolic_trace(block)
     except Exception:  # untraceable blocks (data-dependent control flow) are not removable

@@ -1,0 +1,143 @@
+"""Contract: every registered pruner x every architecture x two sparsities, on real tiny models and data."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+
+import pytest
+import torch
+from torch import nn
+
+from harness.data import ImageData, to_float
+from harness.errors import PruningError
+from harness.grid import TrainConfig
+from harness.layer_pruning import removable_blocks
+from harness.measure import count_macs, count_nonzero, count_params
+from harness.nets import Normalized, inner
+from harness.plugins import architectures, pruners
+from harness.pruning import PruneContext, prunable_convs
+from harness.train import train
+
+SPARSITIES = (0.3, 0.6)
+# Digit-sized (8x8) inputs keep these quick; everything else walks on CIFAR-shaped noise and is marked slow.
+FAST_ARCHS = {"small_cnn", "resnet20"}
+PRUNERS = [n for n in pruners.names() if pruners.get(n).obj.family != "none"]
+
+
+def _arch_params() -> list[object]:
+    out = []
+    for name in architectures.names():
+        marks = () if name in FAST_ARCHS else (pytest.mark.slow,)
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
+
+
+def _context(arch: str, digits: ImageData, seed: int = 0) -> tuple[nn.Module, PruneContext]:
+    """A freshly initialised model for `arch` and a context with two small calibration batches."""
+    torch.manual_seed(seed)
+    if arch in FAST_ARCHS:
+        x, y = to_float(digits.x_train[:64]), digits.y_train[:64]
+        mean, std, channels = digits.mean, digits.std, 1
+    else:
+        gen = torch.Generator().manual_seed(seed)
+        x, y = torch.rand(64, 3, 32, 32, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+        mean, std, channels = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 3
+    net = architectures.get(arch).obj(num_classes=10, in_channels=channels)
+    model = Normalized(net, mean, std).eval()
+    # Two batches of 8 images: enough for every data-driven criterion, cheap for the per-channel KL one.
+    ctx = PruneContext(example_inputs=x[:2], calibration=[(x[:8], y[:8]), (x[8:16], y[8:16])], seed=seed)
+    return model, ctx
+
+
+def _prune(name: str, arch: str, sparsity: float, digits: ImageData) -> tuple[nn.Module, nn.Module, PruneContext, object]:
+    model, ctx = _context(arch, digits)
+    dense = copy.deepcopy(model)
+    cls = pruners.get(name).obj
+    # Criteria that cost one forward per channel get a smaller image budget here; the choice is theirs to expose.
+    pruner = cls(images=8) if "images" in inspect.signature(cls).parameters else cls()
+    pruned = pruner.finalize(pruner.prune(model, sparsity, ctx)).eval()
+    return dense, pruned, ctx, pruner
+
+
+@pytest.mark.parametrize("arch", _arch_params())
+@pytest.mark.parametrize("name", PRUNERS)
+def test_pruner_contract(name: str, arch: str, digits: ImageData) -> None:
+    """The model still runs with the same output shape, reaches the request, and costs less."""
+    cls = pruners.get(name).obj
+    if not prunable_convs(architectures.get(arch).obj(num_classes=10, in_channels=3)):
+        pytest.skip(f"{arch} has no prunable convs")
+    if cls.family == "layer" and not removable_blocks(architectures.get(arch).obj(num_classes=10, in_channels=3)):
+        with pytest.raises(PruningError, match="has none"):
+            _prune(name, arch, SPARSITIES[0], digits)
+        return
+    for sparsity in SPARSITIES:
+        dense, pruned, ctx, pruner = _prune(name, arch, sparsity, digits)
+        x = ctx.example_inputs
+        with torch.no_grad():
+            assert pruned(x).shape == dense(x).shape
+        achieved = pruner.achieved_sparsity(dense, pruned)  # type: ignore[attr-defined]
+        assert abs(achieved - sparsity) <= pruner.tolerance(dense) + 1e-9, (achieved, sparsity)  # type: ignore[attr-defined]
+        if cls.structured:
+            assert count_params(pruned) < count_params(dense)
+            assert count_macs(pruned, x) < count_macs(dense, x)
+        else:
+            assert count_params(pruned) == count_params(dense)
+            assert count_nonzero(pruned) < count_nonzero(dense)
+    # Same seed, same pruned model (checked at the larger sparsity, the last one pruned above).
+    _, again, _, _ = _prune(name, arch, SPARSITIES[-1], digits)
+    a, b = pruned.state_dict(), again.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_filter_sparsity_counts_filters_exactly(digits: ImageData) -> None:
+    """Local filter pruning removes round(s x n) filters from every plain conv layer."""
+    dense, pruned, _, _ = _prune("l1_filter", "small_cnn", 0.3, digits)
+    before = [m.out_channels for m in prunable_convs(inner(dense))]
+    after = [m.out_channels for m in prunable_convs(inner(pruned))]
+    assert after == [n - round(0.3 * n) for n in before]
+
+
+@pytest.mark.parametrize("name", ["l1_filter", "hrank", "taylor"])
+def test_iterative_schedule_fine_tunes_between_steps(name: str, digits: ImageData) -> None:
+    """An iterative schedule prunes in `steps` steps, fine-tuning between them, and ends at the request."""
+    model, ctx = _context("resnet20", digits)
+    dense = copy.deepcopy(model)
+    calls: list[int] = []
+
+    def fine_tune(m: nn.Module, step: int) -> None:
+        calls.append(step)
+        train(m, digits, TrainConfig(epochs=1, batch_size=128, lr=0.01), seed=step, device=torch.device("cpu"), n_train=128)
+
+    ctx.fine_tune = fine_tune
+    pruner = pruners.get(name).obj(schedule="iterative", steps=3)
+    pruned = pruner.prune(model, 0.5, ctx)
+    assert calls == [0, 1]
+    assert abs(pruner.achieved_sparsity(dense, pruned) - 0.5) <= pruner.tolerance(dense)
+
+
+def test_global_ranking_differs_from_local_and_still_reaches_the_request(digits: ImageData) -> None:
+    """Global ranking lets layers lose different fractions, but the total stays at the request."""
+    model, ctx = _context("small_cnn", digits)
+    dense = copy.deepcopy(model)
+    for conv in prunable_convs(inner(model))[:1]:
+        conv.weight.data *= 1000  # the first layer's filters now outrank everything: global keeps them all
+    pruner = pruners.get("l1_filter").obj(global_ranking=True)
+    pruned = pruner.prune(model, 0.3, ctx)
+    assert prunable_convs(inner(pruned))[0].out_channels == prunable_convs(inner(dense))[0].out_channels
+    assert abs(pruner.achieved_sparsity(dense, pruned) - 0.3) <= pruner.tolerance(dense)
+
+
+def test_bad_requests_fail_clearly(digits: ImageData) -> None:
+    """Out-of-range sparsity, unknown schedule and a sparsity that removes no block all raise PruningError."""
+    model, ctx = _context("resnet20", digits)
+    with pytest.raises(PruningError, match=r"\[0, 1\)"):
+        pruners.get("l1_filter").obj().prune(model, 1.0, ctx)
+    with pytest.raises(PruningError, match="schedule"):
+        pruners.get("l1_filter").obj(schedule="cyclic")
+    with pytest.raises(PruningError, match="removes no block"):
+        pruners.get("layer_l1").obj().prune(model, 0.05, ctx)
+    ctx.calibration = []
+    with pytest.raises(PruningError, match="calibration"):
+        pruners.get("hrank").obj().prune(model, 0.3, ctx)
