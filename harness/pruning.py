@@ -66,16 +66,6 @@ class Pruner(ABC):
         """Cumulative sparsity after each step of the schedule (linear, ending at the request)."""
         return [sparsity * (i + 1) / self.steps for i in range(self.steps)]
 
-    def check_reached(self, dense_like: nn.Module, pruned: nn.Module, sparsity: float) -> None:
-        """Fail loudly when the pruned model misses the request by more than the rounding tolerance."""
-        achieved = self.achieved_sparsity(dense_like, pruned)
-        tol = self.tolerance(dense_like)
-        if abs(achieved - sparsity) > tol + 1e-9:
-            raise PruningError(
-                f"{type(self).__name__} reached sparsity {achieved:.4f}, requested {sparsity:.4f} "
-                f"(tolerance {tol:.4f}); lower the sparsity or pick a pruner that fits this architecture."
-            )
-
 
 def check_sparsity_range(sparsity: float, unit: str) -> None:
     """Reject a sparsity outside [0, 1) with a message naming the unit it counts."""
