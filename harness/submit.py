@@ -121,9 +121,9 @@ def run_check(path: Path, limits: dict[str, Any], time_limit_s: float) -> dict[s
             return {"ok": False, "check": "timeout", "message": f"runs past the time limit of {time_limit_s:g} s (import plus two dry runs on a tiny model); make it faster or raise --time-limit", "trace": ""}
     finally:
         proc.join(KILL_GRACE_S)
-        if proc.is_alive():
-            _kill_group(proc)
-            proc.join()
+        # Also ends anything the submission started and left running in the check's process group.
+        _kill_group(proc)
+        proc.join()
         recv.close()
     if report is None:
         code = proc.exitcode
@@ -284,9 +284,25 @@ def submission_grid(grid: str, name: str, folder: Path) -> Path:
     return out
 
 
-def stub_of(report: dict[str, Any]) -> dict[str, str]:
-    """What the driver may know about the submission without importing it."""
-    return {k: str(report[k]) for k in ("family", "description", "paper", "author", "url")}
+def stub_of(report: dict[str, Any], sha: str) -> dict[str, str]:
+    """What the driver may know about the submission without importing it (sha256: the recorded file's)."""
+    return {k: str(report[k]) for k in ("family", "description", "paper", "author", "url")} | {"sha256": sha}
+
+
+def stale_results(db: Path, name: str, sha: str) -> int:
+    """Done jobs of pruner `name` whose provenance names other code than `sha` (a replaced version's results)."""
+    from harness.store.queries import job_records
+    from harness.store.session import Store
+
+    if not Path(db).exists():
+        return 0
+    store = Store(db, readonly=True)
+    try:
+        with store.session() as s:
+            jobs = [j for j in job_records(s) if j.pruner == name]
+    finally:
+        store.close()
+    return sum(1 for j in jobs if j.provenance.get("plugins", {}).get("pruner", {}).get("sha256") != sha)
 
 
 def leaderboard_rows(db: Path, name: str) -> list[dict[str, Any]]:
@@ -339,6 +355,13 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         result = SubmitResult(report["name"], sha, report)
         if opts.dry_run:
             return result
+        stale = stale_results(Path(opts.db), result.name, sha)
+        if stale:
+            # Job and checkpoint keys hold the pruner's name and parameters, not its code: the run would reuse them.
+            raise SubmissionError(
+                f"{opts.db} holds {stale} result(s) of a pruner named {result.name!r} computed by other code (an earlier version?), "
+                f"which the run would reuse as if computed by this file; submit to a fresh --db and --cache-dir, or under a new name."
+            )
         result.recorded = record(staged, sha, report, opts, path)
     from harness.runner import RunOptions, run
 
@@ -351,7 +374,7 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         data_dir=opts.data_dir,
         cache_dir=opts.cache_dir,
         plugin_files=[result.recorded.resolve()],
-        pruner_stubs={result.name: stub_of(report)},
+        pruner_stubs={result.name: stub_of(report, sha)},
     )
     result.grid_file = submission_grid(opts.grid, result.name, run_opts.cache_root / "submission-grids")
     run_opts.grid = str(result.grid_file)

@@ -58,6 +58,7 @@ BAD: dict[str, tuple[str, list[str]]] = {
     "writes_db": (scored(L1) + "\n    def prune(self, model, sparsity, ctx):\n        try:\n            import sqlite3\n            sqlite3.connect(DB).execute('DELETE FROM results')\n        except Exception:\n            pass\n        return super().prune(model, sparsity, ctx)\n", ["tries to open the results database", "refused"]),
     "memory": (scored("big = torch.ones(2 ** 30)  # 4 GiB of float32\nreturn weight.abs().flatten(1).sum(1) + big[0]\n"), ["allocates past the memory limit"]),
     "timeout": (scored("import time\ntime.sleep(3600)\nreturn weight.sum((1, 2, 3))\n"), ["runs past the time limit"]),
+    "exits": (scored(L1, extra="import os\nos._exit(3)\n"), ["the check process exited with code 3"]),
     "no_author": (scored(L1, meta='paper="x"'), ["has no author", "author="]),
 }
 
@@ -99,7 +100,7 @@ def test_bad_submission_is_refused_with_its_message(case: str, where: dict[str, 
     path = where["tmp"] / "my_pruner.py"
     path.write_text(source.replace("DB", repr(str(where["db"]))) if case == "writes_db" else source)
     before = _snapshot(where)
-    limits = {"time_limit_s": 8.0} if case == "timeout" else {}
+    limits = {"time_limit_s": 3.0} if case == "timeout" else {}
     args = ["submit", str(path), "--db", str(where["db"]), "--submissions-dir", str(where["subs"]), "--site-dir", str(where["site"]), "--memory-mb", "1024"]
     args += ["--time-limit", str(limits.get("time_limit_s", 120))]
     res = CliRunner().invoke(app, args)
