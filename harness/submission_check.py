@@ -40,6 +40,7 @@ EXPECTED = {
     "score": (("weight",), "score(self, weight: Tensor) -> Tensor"),
     "importance": (("model", "ctx"), "importance(self, model: nn.Module, ctx: PruneContext) -> GroupImportance"),
     "prune": (("model", "sparsity", "ctx"), "prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> nn.Module"),
+    "block_scores": (("model", "blocks", "ctx"), "block_scores(self, model: nn.Module, blocks: list[Block], ctx: PruneContext) -> Tensor"),
     "finalize": (("model",), "finalize(self, model: nn.Module) -> nn.Module"),
 }
 
@@ -80,7 +81,8 @@ def submission_trace(exc: BaseException, path: str) -> str:
 def _raised(check: str, what: str, exc: BaseException, path: str) -> CheckFailed:
     if is_memory_error(exc):
         return CheckFailed("memory", f"allocates past the memory limit {what}")
-    return CheckFailed(check, f"raised {type(exc).__name__} {what}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": "), submission_trace(exc, path))
+    text = str(exc).splitlines()[0][:300] if str(exc).strip() else ""
+    return CheckFailed(check, f"raised {type(exc).__name__} {what}" + (f": {text}" if text else ""), submission_trace(exc, path))
 
 
 def load(path: str) -> list[str]:

@@ -244,3 +244,42 @@ def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_g
         assert again.exit_code == 2 and "duplicate" in again.output
     finally:
         pruners.unregister("hostile_l1")  # the driver's stub
+
+
+GOOD_FAMILIES = {
+    "layer": '''
+import torch
+from harness import register_pruner
+from harness.layer_pruning import LayerPruner
+
+
+@register_pruner("sub_layer_l1", author="Ada")
+class SubLayer(LayerPruner):
+    """Removes the residual blocks with the smallest total |w|."""
+
+    def block_scores(self, model, blocks, ctx):
+        """Sum of |w| over each block's parameters."""
+        return torch.stack([sum(p.abs().sum() for p in b.module.parameters()) for b in blocks])
+''',
+    "unstructured": '''
+from harness import register_pruner
+from harness.unstructured import UnstructuredPruner
+
+
+@register_pruner("sub_magnitude", author="Ada")
+class SubMagnitude(UnstructuredPruner):
+    """Zeroes the smallest weights, layer by layer."""
+''',
+}
+
+
+@pytest.mark.parametrize("family", list(GOOD_FAMILIES))
+def test_other_families_dry_run_on_a_fitting_model(family: str, where: dict[str, Path]) -> None:
+    """Layer pruners are dry-run on a residual net, unstructured ones measured in zeroed weights."""
+    path = where["tmp"] / f"{family}.py"
+    path.write_text(GOOD_FAMILIES[family])
+    report = check_file(path, _opts(where))
+    dry = report["dry_run"]
+    assert report["family"] == family
+    assert dry["architecture"] == ("resnet20" if family == "layer" else "small_cnn")
+    assert abs(dry["sparsity_achieved"] - 0.5) <= dry["tolerance"] + 1e-9
