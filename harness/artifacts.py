@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +41,15 @@ class ArtifactCache:
         torch.save({"model": model, "meta": json.loads(json.dumps(meta, default=str))}, tmp)
         tmp.replace(path)
         return path
+
+    @contextmanager
+    def lock(self, kind: str, key: str) -> Iterator[None]:
+        """Exclusive lock on an artifact, so concurrent runs build a shared model once (the others wait)."""
+        path = self.path(kind, key).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)

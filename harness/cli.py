@@ -56,30 +56,46 @@ def run(
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (e.g. CIFAR-10).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint and dataset cache (default: .harness beside the DB).")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="Recompute everything, ignoring cached results and checkpoints.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes (0 = run in this process).")] = 1,
+    devices: Annotated[Optional[str], typer.Option(help="GPUs to use, e.g. 0,2 (default: all visible with --device cuda).")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Per-task time limit in seconds.")] = None,
+    retries: Annotated[int, typer.Option(help="Retries of a task after a transient failure (worker crash, OOM).")] = 1,
 ) -> None:
     """Run a grid: train, prune, fine-tune, attack; store results and render the site."""
     from harness.runner import RunOptions
     from harness.runner import run as run_grid
 
-    opts = RunOptions(grid=grid, db=db, site_dir=site_dir, device=device, data_dir=data_dir, cache_dir=cache_dir, fresh=fresh)
+    try:
+        device_ids = [int(d) for d in devices.split(",")] if devices else None
+    except ValueError:
+        _fail(HarnessError(f"--devices {devices!r} must be comma-separated GPU indices, e.g. 0,2."))
+    opts = RunOptions(
+        grid=grid, db=db, site_dir=site_dir, device=device, devices=device_ids, workers=workers, executor=executor,
+        address=address, data_dir=data_dir, cache_dir=cache_dir, fresh=fresh, timeout_s=timeout, retries=retries,
+    )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task("jobs", total=None)
 
-            def progress(event: str, job, i: int, total: int) -> None:  # type: ignore[no-untyped-def]
-                bar.update(task, total=total)
+            failed = 0
+
+            def progress(event: str, job, finished: int, total: int) -> None:  # type: ignore[no-untyped-def]
+                nonlocal failed
                 label = f"{job.dataset}/{job.architecture}/{job.pruner.label}@{job.sparsity:g}/s{job.seed}"
-                if event == "start":
-                    bar.update(task, description=label)
-                else:
-                    bar.advance(task)
-                    if event == "failed":
-                        err.print(f"[red]failed[/] {label}")
+                failed += event == "failed"
+                bar.update(task, total=total, completed=finished, description=f"{label} ({failed} failed)")
+                if event == "failed":
+                    err.print(f"[red]failed[/] {label}")
 
             summary = run_grid(opts, progress)
     except HarnessError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: running jobs marked 'interrupted'; rerun to finish them")
+        raise typer.Exit(130) from None
     console.print(
         f"grid [bold]{summary.grid}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
         f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {db}; site in {site_dir}/index.html"
@@ -200,3 +216,8 @@ def site(
 def main() -> None:
     """Entry point for `python -m harness`."""
     app()
+
+
+from harness.cli_submit import submit  # noqa: E402  (the command lives in its own module)
+
+app.command()(submit)

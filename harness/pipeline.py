@@ -34,6 +34,11 @@ def build_model(job: JobSpec, data: ImageData, device: torch.device) -> nn.Modul
 
 def dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.device, fresh: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The trained dense model, trained once per (dataset, architecture, seed, train settings)."""
+    with cache.lock("dense", job.dense_key):
+        return _dense_model(job, data, cache, device, fresh)
+
+
+def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.device, fresh: bool) -> tuple[nn.Module, dict[str, Any]]:
     hit = None if fresh else cache.load("dense", job.dense_key, device)
     if hit is not None:
         model, meta = hit
@@ -57,6 +62,11 @@ def pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifac
     """Prune a copy of the dense model and fine-tune it; cached by the pruned key."""
     if job.pruner.name == "none":
         return dense, {"prune_seconds": 0.0, "finetune_seconds": 0.0, "achieved_sparsity": 0.0}
+    with cache.lock("pruned", job.pruned_key):
+        return _pruned_model(job, data, dense, cache, device, fresh)
+
+
+def _pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: ArtifactCache, device: torch.device, fresh: bool) -> tuple[nn.Module, dict[str, Any]]:
     hit = None if fresh else cache.load("pruned", job.pruned_key, device)
     if hit is not None:
         model, meta = hit

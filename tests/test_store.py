@@ -18,7 +18,7 @@ FIELDS = dict(dataset="d", architecture="a", pruner="p", pruner_label="p", spars
 def test_complete_records_metrics_atomically(store: Store) -> None:
     run = store.start_run("g", "g.toml", 1, {"torch": "x"})
     store.claim("k1", run, FIELDS)
-    assert status_counts_of(store) == {"pending": 0, "running": 1, "done": 0, "failed": 0}
+    assert status_counts_of(store) == {"pending": 0, "running": 1, "done": 0, "failed": 0, "interrupted": 0}
     metrics = [Metric("clean_acc", 0.9), Metric("robust_acc", 0.4, attack="fgsm", eps=0.1), Metric("robust_acc", 0.2, attack="fgsm", eps=0.2)]
     store.complete("k1", metrics, {"env": 1}, 1.5)
     with store.session() as s:

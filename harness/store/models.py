@@ -30,6 +30,7 @@ class JobStatus(str, enum.Enum):
     running = "running"
     done = "done"
     failed = "failed"
+    interrupted = "interrupted"
 
 
 class Meta(Base):
@@ -53,6 +54,8 @@ class Run(Base):
     n_done: Mapped[int] = mapped_column(Integer, default=0)
     n_failed: Mapped[int] = mapped_column(Integer, default=0)
     n_cached: Mapped[int] = mapped_column(Integer, default=0)
+    n_todo: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -79,6 +82,8 @@ class Job(Base):
     started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    # host:pid of the process running the job, so a rerun on the same host can tell a dead owner at once.
+    owner: Mapped[Optional[str]] = mapped_column(String(256))
     duration_s: Mapped[Optional[float]] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     results: Mapped[list[Result]] = relationship(back_populates="job", cascade="all, delete-orphan")

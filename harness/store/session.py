@@ -6,7 +6,9 @@ import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+import os
+import socket
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -98,37 +100,110 @@ class Store:
         with self.session() as s:
             return set(s.scalars(select(Job.key).where(Job.key.in_(keys), Job.status == JobStatus.done)))
 
-    def claim(self, key: str, run_id: int, fields: dict[str, Any]) -> None:
-        """Mark a job running (creating it if new); done jobs are never reclaimed."""
+    def job_status(self, key: str) -> JobStatus | None:
+        """Current state of a job, or None if unknown."""
+        with self.session() as s:
+            return s.scalars(select(Job.status).where(Job.key == key)).one_or_none()
+
+    def add_jobs(self, run_id: int, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """Create the rows of jobs not seen before, as pending."""
+        with self.session() as s:
+            known = set(s.scalars(select(Job.key).where(Job.key.in_([k for k, _ in rows]))))
+            s.add_all(Job(key=k, run_id=run_id, status=JobStatus.pending, **f) for k, f in rows if k not in known)
+
+    def try_claim(self, key: str, run_id: int, owner: str, stale_after: timedelta) -> bool:
+        """Atomically take a job that is not done and not being run by a live process; True if taken."""
         now = utcnow()
         with self.session() as s:
             job = s.scalars(select(Job).where(Job.key == key)).one_or_none()
-            if job is None:
-                job = Job(key=key, **fields)
-                s.add(job)
-            job.status, job.run_id, job.started_at, job.heartbeat_at = JobStatus.running, run_id, now, now
+            if job is None or job.status is JobStatus.done:
+                return False
+            if job.status is JobStatus.running and not _abandoned(job, now, stale_after):
+                return False
+            # Compare-and-swap on the state we read: SQLite serialises writers, so only one claimant wins.
+            res = s.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts)
+                .values(status=JobStatus.running, run_id=run_id, owner=owner, started_at=now, heartbeat_at=now,
+                        error=None, finished_at=None, attempts=job.attempts + 1)
+            )
+            return res.rowcount == 1
+
+    def claim(self, key: str, run_id: int, fields: dict[str, Any], owner: str = "") -> None:
+        """Create-or-take a job unconditionally (single-process use and tests)."""
+        self.add_jobs(run_id, [(key, fields)])
+        now = utcnow()
+        with self.session() as s:
+            job = s.scalars(select(Job).where(Job.key == key)).one()
+            job.status, job.run_id, job.started_at, job.heartbeat_at, job.owner = JobStatus.running, run_id, now, now, owner
             job.error, job.finished_at = None, None
             job.attempts = (job.attempts or 0) + 1
 
-    def complete(self, key: str, metrics: list[Metric], provenance: dict[str, Any], duration_s: float) -> None:
-        """Store a job's metrics and mark it done, atomically."""
+    def heartbeat(self, keys: Iterable[str], owner: str, run_id: int | None = None, n_done: int | None = None, n_failed: int | None = None) -> None:
+        """Refresh the heartbeat of our running jobs (and the run's progress counters)."""
+        now = utcnow()
+        with self.session() as s:
+            s.execute(update(Job).where(Job.key.in_(list(keys)), Job.owner == owner, Job.status == JobStatus.running).values(heartbeat_at=now))
+            if run_id is not None:
+                values: dict[str, Any] = {"heartbeat_at": now}
+                if n_done is not None:
+                    values["n_done"] = n_done
+                if n_failed is not None:
+                    values["n_failed"] = n_failed
+                s.execute(update(Run).where(Run.id == run_id).values(**values))
+
+    def complete(self, key: str, metrics: list[Metric], provenance: dict[str, Any], duration_s: float, owner: str | None = None) -> bool:
+        """Store a job's metrics and mark it done, atomically; refused (False) if another process took the job over."""
         with self.session() as s:
             job = s.scalars(select(Job).where(Job.key == key)).one()
+            if owner is not None and (job.owner != owner or job.status is not JobStatus.running):
+                return False
             s.execute(delete(Result).where(Result.job_id == job.id))
             s.add_all(Result(job_id=job.id, metric=m.metric, attack=m.attack, eps=m.eps, value=float(m.value)) for m in metrics)
             job.status, job.finished_at, job.duration_s, job.provenance = JobStatus.done, utcnow(), duration_s, provenance
+            job.heartbeat_at = job.finished_at
+            return True
 
-    def fail(self, key: str, exc: BaseException) -> None:
-        """Mark a job failed with its traceback."""
-        text = "".join(traceback.format_exception(exc)).strip()
+    def fail(self, key: str, exc: BaseException | str, owner: str | None = None, status: JobStatus = JobStatus.failed) -> None:
+        """Mark a job failed (or interrupted) with its traceback or reason."""
+        text = exc if isinstance(exc, str) else "".join(traceback.format_exception(exc)).strip()
+        cond = [Job.key == key, Job.status != JobStatus.done]
+        if owner is not None:
+            cond.append(Job.owner == owner)
         with self.session() as s:
-            s.execute(update(Job).where(Job.key == key).values(status=JobStatus.failed, error=text, finished_at=utcnow()))
+            s.execute(update(Job).where(*cond).values(status=status, error=text, finished_at=utcnow()))
 
     def reset_stale(self, older_than: timedelta = timedelta(minutes=10)) -> int:
-        """Jobs left 'running' by a dead process (no heartbeat for a while) go back to pending."""
-        cutoff = utcnow() - older_than
+        """Jobs left 'running' by a dead process go back to pending; returns how many."""
+        now = utcnow()
+        n = 0
         with self.session() as s:
-            res = s.execute(
-                update(Job).where(Job.status == JobStatus.running, Job.heartbeat_at < cutoff).values(status=JobStatus.pending)
-            )
-            return res.rowcount or 0
+            for job in s.scalars(select(Job).where(Job.status == JobStatus.running)):
+                if _abandoned(job, now, older_than):
+                    job.status = JobStatus.pending
+                    n += 1
+        return n
+
+
+def _abandoned(job: Job, now: datetime, stale_after: timedelta) -> bool:
+    """A running job whose heartbeat is old, or whose owner process on this host is gone."""
+    beat = job.heartbeat_at
+    if beat is not None and beat.tzinfo is None:  # SQLite hands datetimes back naive; they are UTC
+        beat = beat.replace(tzinfo=timezone.utc)
+    if beat is None or now - beat > stale_after:
+        return True
+    host, _, rest = (job.owner or "").partition(":")
+    pid = rest.split(":", 1)[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False
+
+
+def owner_id(run_id: int) -> str:
+    """host:pid:run of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
