@@ -82,4 +82,4 @@ def _progress(event: str, job: object, i: int, total: int) -> None:
     """One line per finished or failed job on stderr."""
     if event in ("done", "failed"):
         label = f"{job.dataset}/{job.architecture}/{job.pruner.label}@{job.sparsity:g}"  # type: ignore[attr-defined]
-        err.print(f"  {event} {label} ({i + 1}/{total})" if event == "done" else f"  [red]failed[/] {label}", highlight=False)
+        err.print(f"  done {label}" if event == "done" else f"  [red]failed[/] {label}", highlight=False)
