@@ -77,11 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         try:
             metrics, _ = execute(job, loaded[job.dataset], cache, device)
-            values: dict[str, float] | str = {m.name: m.value for m in metrics if m.attack is None}
+            values: dict[str, float] | str = {m.metric: m.value for m in metrics if not m.attack}
         except HarnessError as exc:
             values = str(exc).split(";")[0]
-        rows.append((job.architecture, job.pruner.label(), pruners.get(job.pruner.name).obj.family, job.sparsity, values, time.perf_counter() - t0))
-        print(f"done {job.architecture} {job.pruner.name} {job.sparsity} in {rows[-1][-1]:.1f}s", file=sys.stderr, flush=True)
+        rows.append((job.architecture, job.pruner.label, pruners.get(job.pruner.name).obj.family, job.sparsity, values, time.perf_counter() - t0))
+        brief = values if isinstance(values, str) else {c: round(values.get(c, float("nan")), 3) for c in ("sparsity_achieved", *COLUMNS)}
+        print(f"done {job.architecture} {job.pruner.label} {job.sparsity} in {rows[-1][-1]:.1f}s: {brief}", file=sys.stderr, flush=True)
     print(f"Dataset preset `{args.preset}` ({', '.join(grid.raw['datasets'])}); ratios are pruned / dense, measured.\n")
     print("| architecture | pruner | family | requested | achieved | " + " | ".join(COLUMNS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(COLUMNS))

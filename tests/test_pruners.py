@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import copy
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from harness.artifacts import ArtifactCache
 from harness.data import ImageData, to_float
 from harness.errors import PruningError
-from harness.grid import TrainConfig
+from harness.grid import TrainConfig, parse_grid
 from harness.layer_pruning import removable_blocks
 from harness.measure import count_macs, count_nonzero, count_params
 from harness.nets import Normalized, inner
+from harness.pipeline import execute
 from harness.plugins import architectures, pruners
 from harness.pruning import PruneContext, prunable_convs
 from harness.train import train
@@ -141,3 +144,27 @@ def test_bad_requests_fail_clearly(digits: ImageData) -> None:
     ctx.calibration = []
     with pytest.raises(PruningError, match="calibration"):
         pruners.get("hrank").obj().prune(model, 0.3, ctx)
+
+
+@pytest.mark.slow
+def test_pipeline_runs_one_pruner_of_each_family(digits: ImageData, tmp_path: Path) -> None:
+    """Through the real pipeline (prune, fine-tune, finalize, sparsity check, cost metrics)."""
+    raw = {
+        "name": "families",
+        "datasets": ["digits"],
+        "architectures": ["resnet20"],
+        "pruners": ["l1_filter", "layer_l1", "global_magnitude"],
+        "sparsities": [0.3],
+        "train": {"epochs": 1, "batch_size": 128, "n_train": 256},
+        "finetune": {"epochs": 1, "batch_size": 128},
+        "eval": {"n_examples": 32, "batch_size": 32, "measure_latency": False},
+        "attacks": [{"name": "fgsm", "eps": [0.1]}],
+    }
+    cache = ArtifactCache(tmp_path)
+    for job in parse_grid(raw).jobs:
+        metrics = {m.metric: m.value for m in execute(job, digits, cache, torch.device("cpu"))[0] if not m.attack}
+        assert abs(metrics["sparsity_achieved"] - 0.3) < 0.1
+        if job.pruner.name == "global_magnitude":
+            assert metrics["params_ratio"] == 1.0 and metrics["nonzero_params_ratio"] < 0.75
+        else:
+            assert metrics["params_ratio"] < 1.0 and metrics["macs_ratio"] < 1.0
