@@ -108,6 +108,8 @@ class PrunerSpec:
 
     name: str
     params: tuple[tuple[str, Any], ...] = ()
+    # sha256 of a submitted pruner's file: a replaced submission must never reuse the old results.
+    code: str | None = None
 
     @property
     def label(self) -> str:
@@ -136,6 +138,8 @@ class JobSpec:
     def pruned_params(self) -> dict[str, Any]:
         """What defines the pruned, fine-tuned model."""
         base = {"dense": self.dense_params(), "pruner": self.pruner.name, "pruner_params": dict(self.pruner.params)}
+        if self.pruner.code:
+            base["pruner_code"] = self.pruner.code
         if self.pruner.name == "none":
             return base
         return base | {"sparsity": self.sparsity, "finetune": asdict(self.finetune)}
@@ -290,7 +294,8 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
         pname = table.pop("name")
         _check_plugin(pruners, pname, where, "pruners")
         _plugin_params(pruners.get(pname).obj, table, pname, where)
-        pspecs.append(PrunerSpec(pname, tuple(sorted(table.items()))))
+        entry = pruners.get(pname)
+        pspecs.append(PrunerSpec(pname, tuple(sorted(table.items())), entry.metadata.get("submission_sha256")))
 
     sparsities = raw.get("sparsities", [0.5])
     for s in sparsities:

@@ -17,7 +17,7 @@ from harness.grid import JobSpec
 from harness.measure import count_macs, count_nonzero, count_params, file_size, latency_ms
 from harness.nets import Normalized
 from harness.plugins import architectures, attacks, datasets, pruners
-from harness.pruning import PruneContext
+from harness.pruning import PruneContext, trusted_class
 from harness.store.session import Metric
 from harness.train import train
 
@@ -101,8 +101,10 @@ def _pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifa
         train(model, data, cfg, job.seed + 2000, device, n_train=job.train.n_train)
     ft_seconds += time.perf_counter() - t
     model = pruner.finalize(model).eval()
-    achieved = pruner.achieved_sparsity(dense, model)
-    tol = pruner.tolerance(dense)
+    # Measured by harness code, never by a method a submitted file could override.
+    trusted = trusted_class(type(pruner))
+    achieved = trusted.achieved_sparsity(pruner, dense, model)
+    tol = trusted.tolerance(pruner, dense)
     if abs(achieved - job.sparsity) > tol + 1e-9:
         raise PruningError(
             f"pruner {job.pruner.name!r} reached sparsity {achieved:.4f} on {job.architecture}, "

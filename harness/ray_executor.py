@@ -52,7 +52,7 @@ class RayExecutor:
             self.started_ray = True
         cfg = self.configs[0]
         # Ray gives each task its own CUDA_VISIBLE_DEVICES: the task sees its GPU as cuda:0.
-        self.cfg = WorkerConfig("cuda:0" if self.gpu else "cpu", cfg.threads, cfg.cache_root, cfg.data_dir, cfg.plugin_files, cfg.fresh)
+        self.cfg = WorkerConfig("cuda:0" if self.gpu else "cpu", cfg.threads, cfg.cache_root, cfg.data_dir, cfg.plugin_files, cfg.fresh, cfg.guarded)
         self.remote = ray.remote(num_gpus=1 if self.gpu else 0, num_cpus=0 if self.gpu else 1, max_retries=0)(_run_task)
 
     def free_slots(self) -> int:

@@ -77,7 +77,7 @@ def resolve_device(name: str) -> torch.device:
 def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]:
     """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores."""
     def cfg(dev: str, threads: int) -> WorkerConfig:
-        return WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh)
+        return WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh, [Path(opts.db).resolve()])
 
     if device.type == "cuda":
         ids = opts.devices if opts.devices is not None else ([device.index] if device.index is not None else list(range(torch.cuda.device_count())))

@@ -30,5 +30,7 @@ def register_stubs(stubs: dict[str, dict[str, Any]]) -> None:
         Stub.family = family
         Stub.__name__ = Stub.__qualname__ = f"Stub_{name}"
         Stub.__doc__ = meta.get("description") or Stub.__doc__
-        extra = {k: v for k, v in meta.items() if k not in ("family", "description")}
+        extra = {k: v for k, v in meta.items() if k not in ("family", "description", "sha256")}
+        if meta.get("sha256"):
+            extra["submission_sha256"] = meta["sha256"]
         pruners.register(name, Stub, description=meta.get("description", ""), **extra)

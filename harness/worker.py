@@ -32,6 +32,8 @@ class WorkerConfig:
     data_dir: Path | None
     plugin_files: list[Path] = field(default_factory=list)
     fresh: bool = False
+    # Files that plugin code must never open (the results DB): refused by an audit hook in the worker.
+    guarded: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +59,10 @@ class TaskRunner:
         self.device = torch.device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        if cfg.plugin_files and cfg.guarded:
+            from harness.isolation import guard_paths
+
+            guard_paths(cfg.guarded)
         for path in cfg.plugin_files:
             load_plugin_file(path)
         self.cache = ArtifactCache(cfg.cache_root / "artifacts")

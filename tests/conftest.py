@@ -63,6 +63,7 @@ batch_size = 32
 n_examples = 100
 batch_size = 100
 measure_latency = false
+sanity_examples = 0   # sanity checks that need extra attack runs are covered by tests/test_sanity.py
 
 [[attacks]]
 name = "fgsm"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, select, update
+from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -169,7 +169,8 @@ class Store:
         text = exc if isinstance(exc, str) else "".join(traceback.format_exception(exc)).strip()
         cond = [Job.key == key, Job.status != JobStatus.done]
         if owner is not None:
-            cond.append(Job.owner == owner)
+            # Our own claim, or a job nobody is running (a dependency of it failed before it was claimed).
+            cond.append(or_(Job.owner == owner, Job.status != JobStatus.running))
         with self.session() as s:
             s.execute(update(Job).where(*cond).values(status=status, error=text, finished_at=utcnow()))
 
