@@ -58,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="smoke")
     ap.add_argument("--sparsities", type=float, nargs="+", default=[0.3, 0.6])
     ap.add_argument("--pruners", nargs="+", default=None, help="default: every registered pruner")
+    ap.add_argument("--architectures", nargs="+", default=None, help="default: the preset's")
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--cache-dir", type=Path, default=None, help="dense/pruned checkpoints (default: a temporary dir)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     names = args.pruners or pruners.names()
-    grid = parse_grid(grid_table(args.preset, args.sparsities, names), path=f"<{args.preset} preset>")
+    raw = grid_table(args.preset, args.sparsities, names)
+    if args.architectures:
+        raw["architectures"] = args.architectures
+    grid = parse_grid(raw, path=f"<{args.preset} preset>")
     device = torch.device("cpu")
     cache_root = args.cache_dir or Path(tempfile.mkdtemp(prefix="harness-pruners-"))
     cache = ArtifactCache(cache_root)
