@@ -33,6 +33,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # WAL lets readers (harness status, site) work while a run writes; the timeout waits out a lock.
     cur.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL still never corrupts the DB or loses a commit on a process crash; it only skips an
+    # fsync per commit (a power cut may drop the last commits), which makes each write several times cheaper.
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
