@@ -146,7 +146,7 @@ def list_(
 @app.command()
 def status(db: DbOpt = Path("results.db")) -> None:
     """Jobs by state in the database, with the first line of each failure."""
-    from harness.store.queries import failed_jobs, status_counts
+    from harness.store.queries import failed_jobs, runs_in_flight, status_counts
     from harness.store.session import Store
 
     try:
@@ -155,6 +155,7 @@ def status(db: DbOpt = Path("results.db")) -> None:
         _fail(exc)
     with store.session() as s:
         counts = status_counts(s)
+        flight = runs_in_flight(s)
         failures = [(j.key, j.pruner_label, j.architecture, (j.error or "").strip().splitlines()[-1:] or [""]) for j in failed_jobs(s)]
     table = Table(title=f"jobs in {db}")
     table.add_column("state")
@@ -164,6 +165,10 @@ def status(db: DbOpt = Path("results.db")) -> None:
     console.print(table)
     for key, pruner, arch, line in failures:
         console.print(f"[red]failed[/] {key} {arch}/{pruner}: {line[0]}", highlight=False)
+    for r in flight:
+        eta = f"ETA {r.eta_s / 60:.1f} min" if r.eta_s is not None else "ETA unknown until a job finishes"
+        console.print(f"run {r.run_id} ({r.grid}) in flight: {r.done} done, {r.failed} failed of {r.todo}; "
+                      f"{r.elapsed_s / 60:.1f} min elapsed, {eta}", highlight=False)
 
 
 @app.command()

@@ -146,7 +146,7 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
         store = Store(opts.db)
         store.reset_stale()
         env = environment(device)
-        run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env)
+        run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env, n_todo=len(todo))
         store.add_jobs(run_id, [(j.key, job_fields(j)) for j in todo])
         owner = owner_id(run_id)
         executor.start()

@@ -71,3 +71,17 @@ def test_stale_running_jobs_are_reset(store: Store) -> None:
 def status_counts_of(store: Store) -> dict[str, int]:
     with store.session() as s:
         return status_counts(s)
+
+
+def test_run_in_flight_reports_progress_and_eta(store: Store) -> None:
+    from harness.store.queries import runs_in_flight
+
+    run = store.start_run("g", "g.toml", 4, {}, n_todo=4)
+    store.heartbeat([], "me", run, n_done=1, n_failed=1)
+    with store.session() as s:
+        (flight,) = runs_in_flight(s)
+    assert (flight.done, flight.failed, flight.todo) == (1, 1, 4)
+    assert flight.eta_s is not None and flight.eta_s >= 0
+    store.finish_run(run, 4, 0, 0)
+    with store.session() as s:
+        assert runs_in_flight(s) == []

@@ -395,3 +395,38 @@ def rank_rows(rows: list[BoardRow], n_eps: int) -> None:
     rows.sort(key=key)
     for i, r in enumerate(rows, 1):
         r.rank = i
+
+
+@dataclass
+class RunProgress:
+    """A run still in flight, with its estimated time to finish."""
+
+    run_id: int
+    grid: str
+    done: int
+    failed: int
+    todo: int
+    elapsed_s: float
+    eta_s: float | None
+
+
+def runs_in_flight(s: Session, alive_within_s: float = 120.0) -> list[RunProgress]:
+    """Unfinished runs whose driver sent a heartbeat recently, with an ETA from their pace so far."""
+    from datetime import datetime, timezone
+
+    from harness.store.models import Run
+
+    now = datetime.now(timezone.utc)
+    out = []
+    for run in s.scalars(select(Run).where(Run.finished_at.is_(None))):
+        beat, start = run.heartbeat_at, run.started_at
+        if beat is None or start is None:
+            continue
+        beat, start = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (beat, start))
+        if (now - beat).total_seconds() > alive_within_s:
+            continue
+        elapsed = (now - start).total_seconds()
+        finished = run.n_done + run.n_failed
+        eta = elapsed / finished * max(run.n_todo - finished, 0) if finished else None
+        out.append(RunProgress(run.id, run.grid, run.n_done, run.n_failed, run.n_todo, elapsed, eta))
+    return out

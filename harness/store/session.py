@@ -80,10 +80,10 @@ class Store:
         with self.sessions.begin() as s:
             yield s
 
-    def start_run(self, grid: str, grid_path: str, n_jobs: int, environment: dict[str, Any]) -> int:
+    def start_run(self, grid: str, grid_path: str, n_jobs: int, environment: dict[str, Any], n_todo: int = 0) -> int:
         """Record a new run; returns its id."""
         with self.session() as s:
-            run = Run(grid=grid, grid_path=grid_path, n_jobs=n_jobs, environment=environment)
+            run = Run(grid=grid, grid_path=grid_path, n_jobs=n_jobs, n_todo=n_todo, environment=environment, heartbeat_at=utcnow())
             s.add(run)
             s.flush()
             return run.id
