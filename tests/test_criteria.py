@@ -165,6 +165,7 @@ def test_layer_kl_removes_a_silent_block_and_accuracy_is_unchanged(trained_resne
     assert torch.isclose(accuracy(model, x, y, torch.device("cpu")).float().mean(), before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["layer_random", "layer_expected_abs", "layer_pls_vip"])
 def test_block_criteria_remove_blocks_and_the_network_still_classifies(name: str, trained_resnet: nn.Module, digits: ImageData) -> None:
     """Two of seven blocks removed and one short fine-tuning epoch: the network beats chance (10%) clearly."""

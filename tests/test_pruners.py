@@ -58,7 +58,7 @@ def _prune(name: str, arch: str, sparsity: float, digits: ImageData) -> tuple[nn
     dense = copy.deepcopy(model)
     cls = pruners.get(name).obj
     # Criteria that cost one forward per channel get a smaller image budget here; the choice is theirs to expose.
-    pruner = cls(images=8) if "images" in inspect.signature(cls).parameters else cls()
+    pruner = cls(images=4) if "images" in inspect.signature(cls).parameters else cls()
     pruned = pruner.finalize(pruner.prune(model, sparsity, ctx)).eval()
     return dense, pruned, ctx, pruner
 
@@ -102,7 +102,7 @@ def test_filter_sparsity_counts_filters_exactly(digits: ImageData) -> None:
     assert after == [n - round(0.3 * n) for n in before]
 
 
-@pytest.mark.parametrize("name", ["l1_filter", "hrank", "taylor"])
+@pytest.mark.parametrize("name", ["l1_filter", pytest.param("hrank", marks=pytest.mark.slow), pytest.param("taylor", marks=pytest.mark.slow)])
 def test_iterative_schedule_fine_tunes_between_steps(name: str, digits: ImageData) -> None:
     """An iterative schedule prunes in `steps` steps, fine-tuning between them, and ends at the request."""
     model, ctx = _context("resnet20", digits)
