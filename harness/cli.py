@@ -218,6 +218,27 @@ def site(
     console.print(f"wrote {index}")
 
 
+@app.command()
+def report(
+    db: DbOpt = Path("results.db"),
+    out: Annotated[Optional[Path], typer.Option(help="Write the Markdown here instead of printing it.")] = None,
+    title: Annotated[str, typer.Option(help="Heading of the report.")] = "Study results",
+) -> None:
+    """Markdown report of the study: paired changes against the dense models, with confidence intervals."""
+    from harness.report import report as make_report
+    from harness.store.session import Store
+
+    try:
+        text = make_report(Store(db, readonly=True), title)
+    except HarnessError as exc:
+        _fail(exc)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}")
+
+
 def main() -> None:
     """Entry point for `python -m harness`."""
     app()
