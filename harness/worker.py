@@ -16,6 +16,7 @@ import torch
 from harness.artifacts import ArtifactCache
 from harness.dag import Task
 from harness.data import ImageData
+from harness.provenance import environment
 from harness.store.session import Metric
 
 # Failures worth retrying: the same task may well succeed on another attempt.
@@ -66,6 +67,7 @@ class TaskRunner:
         for path in cfg.plugin_files:
             load_plugin_file(path)
         self.cache = ArtifactCache(cfg.cache_root / "artifacts")
+        self.environment = environment(self.device)
         self.data: dict[str, ImageData] = {}
 
     def dataset(self, name: str) -> ImageData:
@@ -92,6 +94,7 @@ class TaskRunner:
                 pipeline.pruned_model(job, data, dense, self.cache, self.device, fresh=self.cfg.fresh)
                 return Outcome(task.id, True, seconds=time.perf_counter() - t0)
             metrics, prov = pipeline.execute(job, data, self.cache, self.device)
+            prov["environment"] = self.environment  # where the job really ran: this worker
             return Outcome(task.id, True, metrics, prov, seconds=time.perf_counter() - t0)
         except Exception as exc:  # reported to the driver, which records it on the job
             text = "".join(traceback.format_exception(exc)).strip()

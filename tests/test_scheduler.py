@@ -178,6 +178,6 @@ def test_ray_executor_matches_local(tmp_path: Path) -> None:
     grid.write_text(TINY_GRID)
     for executor in ("local", "ray"):
         run(RunOptions(grid=str(grid), db=tmp_path / f"{executor}.db", cache_dir=tmp_path / f"{executor}-cache",
-                       site_dir=None, device="cpu", workers=2, executor=executor))
+                       site_dir=None, device="cpu", workers=2, executor=executor, timeout_s=600))
     local, ray_rows = rows(tmp_path / "local.db"), rows(tmp_path / "ray.db")
     assert local and local == ray_rows
