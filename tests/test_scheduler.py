@@ -134,8 +134,11 @@ def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(tmp_path: Path) -> Non
     proc = _harness(args, tmp_path)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # kill as soon as the first job is done, mid-grid
-        if db.exists() and "done" in {s for s, _, _ in states(db).values()}:
-            break
+        try:
+            if db.exists() and "done" in {s for s, _, _ in states(db).values()}:
+                break
+        except sqlite3.OperationalError:  # the file exists before its tables do
+            pass
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
