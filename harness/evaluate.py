@@ -198,11 +198,3 @@ def evaluate(model: nn.Module, data: ImageData, cfg: EvalConfig, specs: tuple[At
     ev = run_attacks(model, x, y, specs, device, cfg.batch_size, seed)
     flags = sanity_metrics(model, x, y, ev, specs, cfg, device, seed)
     return [Metric("clean_acc", float(clean.float().mean()))] + metrics_of(ev) + flags
-
-
-def per_eps(robust: dict[tuple[str, float], float]) -> dict[str, list[tuple[float, float]]]:
-    """Robustness curves: attack -> [(eps, accuracy)] sorted by eps."""
-    curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for (name, eps), acc in robust.items():
-        curves[name].append((eps, acc))
-    return {k: sorted(v) for k, v in curves.items()}

@@ -288,11 +288,6 @@ def _normalised(model: nn.Module, x: Tensor) -> Tensor:
     return x
 
 
-def describe_params(params: dict[str, Any]) -> str:
-    """Short human label for pruner parameters (for tables)."""
-    return ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
-
-
 def trusted_class(cls: type) -> type:
     """The nearest class in the MRO that ships with the harness: its sparsity measure is the one believed."""
     return next(c for c in cls.__mro__ if c.__module__.split(".")[0] in ("harness", "registry") and issubclass(c, Pruner))
