@@ -20,20 +20,47 @@ def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator)
     return (x + noise).clamp_(0.0, 1.0)
 
 
-def pgd_run(model: nn.Module, x: Tensor, y: Tensor, eps: float, threat_model: str, steps: int, alpha: float, start: Tensor) -> Tensor:
-    """`steps` projected ascent steps from `start`; returns the last iterate (no host syncs inside)."""
-    x_adv = start
-    if threat_model == "linf":
+def _compact_at(i: int) -> bool:
+    """Steps after which fooled examples leave the batch: 1, 2, 4, 8, ... (one host sync each)."""
+    return i > 0 and i & (i - 1) == 0
+
+
+def pgd_run(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, threat_model: str, steps: int, alpha: float, start: Tensor, early_stop: bool = False
+) -> Tensor:
+    """`steps` projected ascent steps from `start`; returns the last iterate.
+
+    With `early_stop`, an example stops at the first iterate the model misclassifies (that iterate is returned):
+    until then its trajectory is the plain one, so the fooled set can only grow, and fooled examples leave the
+    batch at steps 1, 2, 4, 8, ... (the only host syncs) so they stop costing compute.
+    """
+    x_adv, out = start, start.clone()
+    idx = torch.arange(len(x), device=x.device)
+    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    linf = threat_model == "linf"
+    if linf:
         # The Linf ball intersected with the pixel box is a box: projection is one clamp to precomputed bounds.
         lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
-        for _ in range(steps):
-            grad, _ = input_grad(model, x_adv, y)
-            x_adv = torch.minimum(torch.maximum(x_adv.detach().add_(grad.sign_(), alpha=alpha), lo), hi)
-    else:
-        for _ in range(steps):
-            grad, _ = input_grad(model, x_adv, y)
-            x_adv = project(x_adv.detach().add_(l2_normalize(grad), alpha=alpha), x, eps, "l2")
-    return x_adv.detach()
+    for i in range(steps):
+        if early_stop and _compact_at(i):
+            out[idx[done]] = x_adv[done]
+            keep = (~done).nonzero().squeeze(1)
+            idx, x, y, x_adv, done = idx[keep], x[keep], y[keep], x_adv[keep], done[keep]
+            if linf:
+                lo, hi = lo[keep], hi[keep]
+            if len(idx) == 0:
+                return out
+        grad, logits = input_grad(model, x_adv, y)
+        if linf:
+            x_new = torch.minimum(torch.maximum(x_adv.detach().add(grad.sign_(), alpha=alpha), lo), hi)
+        else:
+            x_new = project(x_adv.detach().add(l2_normalize(grad), alpha=alpha), x, eps, "l2")
+        if early_stop:
+            done = done | (logits.argmax(1) != y)
+            x_new = torch.where(done.view(-1, *([1] * (x.dim() - 1))), x_adv, x_new)
+        x_adv = x_new
+    out[idx] = x_adv.detach()
+    return out
 
 
 def pgd(
@@ -47,6 +74,7 @@ def pgd(
     restarts: int = 1,
     rand_init: bool = True,
     seed: int = 0,
+    early_stop: bool = False,
 ) -> Tensor:
     """PGD with restarts: each example keeps the first restart that fools the model, else the last iterate."""
     alpha = step_size if step_size is not None else 2.5 * eps / max(steps, 1)
@@ -56,7 +84,7 @@ def pgd(
     for r in range(restarts):
         xs, ys = x[todo], y[todo]
         start = random_start(xs, eps, threat_model, gen) if rand_init else xs.clone()
-        adv = pgd_run(model, xs, ys, eps, threat_model, steps, alpha, start)
+        adv = pgd_run(model, xs, ys, eps, threat_model, steps, alpha, start, early_stop)
         best[todo] = adv
         if r + 1 < restarts:
             with torch.inference_mode():

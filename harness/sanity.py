@@ -197,7 +197,7 @@ def sanity_metrics(
             # Unbounded budget, gradient steps only (no random start: a random image in a huge ball fools by chance).
             big = 1.0 if tm == "linf" else float(xs[0].numel()) ** 0.5
             with torch.enable_grad():
-                adv = torch.cat([pgd(model, xs[i : i + bs], ys[i : i + bs], big, tm, UNBOUNDED_STEPS, rand_init=False, seed=seed) for i in range(0, n, bs)])
+                adv = torch.cat([pgd(model, xs[i : i + bs], ys[i : i + bs], big, tm, UNBOUNDED_STEPS, rand_init=False, seed=seed, early_stop=True) for i in range(0, n, bs)])
             with torch.inference_mode():
                 unbounded_acc = acc((model(adv).argmax(1) == ys).cpu())
             out.append(flag("unbounded_eps", unbounded_acc > UNBOUNDED_MAX_ACC, "pgd_linf" if tm == "linf" else "pgd_l2"))

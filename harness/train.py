@@ -40,7 +40,8 @@ def attacking(model: nn.Module) -> Iterator[None]:
 
 def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int, step_size: float, seed: int) -> Tensor:
     """Madry et al.'s inner maximisation with the harness's own `pgd_linf` attack (random start, one restart)."""
-    attack = attacks.get("pgd_linf").obj(steps=steps, step_size=step_size, seed=seed)
+    # Training wants the last iterate for every example (Madry et al.), not the first one that fools the model.
+    attack = attacks.get("pgd_linf").obj(steps=steps, step_size=step_size, early_stop=False, seed=seed)
     with attacking(model):
         return attack.perturb(model, x, y, eps).detach()
 

@@ -9,6 +9,7 @@ from pyautoattack import AutoAttack as ReferenceAutoAttack
 from torch import Tensor, nn
 
 from harness import Attack, register_attack
+from harness.apgd import apgd, apgd_targeted
 from harness.attacks import check_threat_model
 from harness.errors import AttackError
 
@@ -17,14 +18,18 @@ NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 
 
 def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> Tensor:
-    """One AutoAttack component on (x, y), configured exactly as the reference's run_standard_evaluation does."""
+    """One AutoAttack component on (x, y), configured exactly as the reference's run_standard_evaluation does.
+
+    APGD components run the harness's own APGD (harness/apgd.py: the reference's steps, seeds and settings, read
+    from the reference object, with per-example early stop); FAB and Square run the reference code.
+    """
     seed = aa.get_seed()
     if name in ("apgd-ce", "apgd-dlr"):
-        aa.apgd.loss, aa.apgd.seed = name[5:], seed
-        return aa.apgd.perturb(x, y)
+        a = aa.apgd
+        return apgd(aa.model, x, y, a.eps, a.norm, name[5:], a.n_iter, a.n_restarts, seed, a.thr_decr, a.eot_iter)
     if name == "apgd-t":
-        aa.apgd_targeted.seed = seed
-        return aa.apgd_targeted.perturb(x, y)
+        a = aa.apgd_targeted
+        return apgd_targeted(aa.model, x, y, a.eps, a.norm, a.n_iter, a.n_restarts, a.n_target_classes, seed, a.thr_decr, a.eot_iter)
     if name in ("fab", "fab-t"):
         aa.fab.targeted, aa.fab.seed = name == "fab-t", seed
         if aa.fab.targeted:

@@ -13,12 +13,16 @@ class PGDL2(Attack):
 
     threat_model = "l2"
 
-    def __init__(self, steps: int = 10, step_size: float | None = None, restarts: int = 1, random_start: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, steps: int = 10, step_size: float | None = None, restarts: int = 1, random_start: bool = True, early_stop: bool = True, seed: int = 0
+    ) -> None:
         super().__init__(seed=seed)
         if steps < 1 or restarts < 1:
             raise AttackError(f"pgd_l2: steps={steps} and restarts={restarts} must both be >= 1.")
         self.steps, self.step_size, self.restarts, self.random_start = steps, step_size, restarts, random_start
+        # An example counts as fooled at the first iterate that fools it; False keeps plain last-iterate PGD.
+        self.early_stop = early_stop
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """Step size defaults to 2.5 * eps / steps (Madry et al.)."""
-        return pgd(model, x, y, eps, "l2", self.steps, self.step_size, self.restarts, self.random_start, self.seed)
+        return pgd(model, x, y, eps, "l2", self.steps, self.step_size, self.restarts, self.random_start, self.seed, self.early_stop)
