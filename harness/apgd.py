@@ -7,8 +7,9 @@ neither changing which examples end up fooled:
 - Early stop: every per-example quantity of APGD (step size, best loss, oscillation checks) depends on that
   example alone, so an example stops costing compute once it is misclassified. With `early_stop=False` the whole
   batch iterates to the end and the returned images are bit-for-bit the reference's (`tests/test_apgd.py`).
-- No host syncs inside iterations: bookkeeping uses masks (`torch.where`), and the batch is compacted only at
-  iterations 1, 2, 4, 8, ... (a logarithmic number of syncs), where the reference syncs several times per step.
+- Few host syncs: bookkeeping uses masks (`torch.where`); the batch is compacted every step on the CPU and, on
+  an accelerator, only after steps 1, 2, 4, 8, 16, 32, ... (`harness.attacks.compact_now`), where the reference
+  syncs several times per step.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from harness.attacks import compact_now
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -69,11 +72,6 @@ def _loss_grad(model: nn.Module, x_adv: Tensor, y: Tensor, y_target: Tensor | No
     return per.detach(), logits.detach(), grad
 
 
-def _compact_at(i: int) -> bool:
-    """Iterations after which fooled examples leave the batch: 1, 2, 4, 8, ... (one host sync each)."""
-    return i > 0 and i & (i - 1) == 0
-
-
 def apgd_single_run(
     model: nn.Module,
     x: Tensor,
@@ -112,7 +110,7 @@ def apgd_single_run(
         lo, hi = x - eps, x + eps
 
     for i in range(n_iter):
-        if early_stop and _compact_at(i) and len(idx):
+        if early_stop and compact_now(i, x.device) and len(idx):
             # Fooled examples are done: record them and drop them from every per-example tensor (one sync).
             done = ~acc
             out_fooled[idx[done]] = True

@@ -47,6 +47,18 @@ class MinimalAttack(Attack):
         return project(self.minimal(model, x, y), x, eps, self.threat_model)
 
 
+def compact_now(step: int, device: torch.device, every: int = 16) -> bool:
+    """Whether an iterative attack should drop its finished examples from the batch after `step` steps.
+
+    Compacting needs the host to read a mask. On the CPU that costs nothing, so it happens every step; on an
+    accelerator it would stall the queue, so it happens after steps 1, 2, 4, 8, ... and then every `every` steps.
+    The schedule changes only the cost, never the result: finished examples are frozen by masks in between.
+    """
+    if step <= 0:
+        return False
+    return device.type == "cpu" or step & (step - 1) == 0 or step % every == 0
+
+
 def check_threat_model(norm: str, name: str) -> str:
     """A validated threat model name, or an AttackError naming the accepted ones."""
     norm = norm.lower()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.attacks import input_grad, l2_normalize, project
+from harness.attacks import compact_now, input_grad, l2_normalize, project
 
 
 def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator) -> Tensor:
@@ -20,11 +20,6 @@ def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator)
     return (x + noise).clamp_(0.0, 1.0)
 
 
-def _compact_at(i: int) -> bool:
-    """Steps after which fooled examples leave the batch: 1, 2, 4, 8, ... (one host sync each)."""
-    return i > 0 and i & (i - 1) == 0
-
-
 def pgd_run(
     model: nn.Module, x: Tensor, y: Tensor, eps: float, threat_model: str, steps: int, alpha: float, start: Tensor, early_stop: bool = False
 ) -> Tensor:
@@ -32,7 +27,7 @@ def pgd_run(
 
     With `early_stop`, an example stops at the first iterate the model misclassifies (that iterate is returned):
     until then its trajectory is the plain one, so the fooled set can only grow, and fooled examples leave the
-    batch at steps 1, 2, 4, 8, ... (the only host syncs) so they stop costing compute.
+    batch (`harness.attacks.compact_now`: every step on the CPU, at few steps on an accelerator) so they stop costing compute.
     """
     x_adv, out = start, start.clone()
     idx = torch.arange(len(x), device=x.device)
@@ -42,7 +37,7 @@ def pgd_run(
         # The Linf ball intersected with the pixel box is a box: projection is one clamp to precomputed bounds.
         lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
     for i in range(steps):
-        if early_stop and _compact_at(i):
+        if early_stop and compact_now(i, x.device):
             out[idx[done]] = x_adv[done]
             keep = (~done).nonzero().squeeze(1)
             idx, x, y, x_adv, done = idx[keep], x[keep], y[keep], x_adv[keep], done[keep]

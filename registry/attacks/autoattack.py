@@ -12,6 +12,7 @@ from harness import Attack, register_attack
 from harness.apgd import apgd, apgd_targeted
 from harness.attacks import check_threat_model
 from harness.errors import AttackError
+from harness.square import square_linf
 
 VERSIONS = ("standard", "plus", "rand")
 NORM_NAMES = {"linf": "Linf", "l2": "L2"}
@@ -20,8 +21,9 @@ NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> Tensor:
     """One AutoAttack component on (x, y), configured exactly as the reference's run_standard_evaluation does.
 
-    APGD components run the harness's own APGD (harness/apgd.py: the reference's steps, seeds and settings, read
-    from the reference object, with per-example early stop); FAB and Square run the reference code.
+    APGD components and Linf Square run the harness's versions (harness/apgd.py, harness/square.py: the reference's
+    steps, random draws and settings, read from the reference object, with per-example early stop); FAB and L2
+    Square run the reference code.
     """
     seed = aa.get_seed()
     if name in ("apgd-ce", "apgd-dlr"):
@@ -36,8 +38,11 @@ def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> T
             aa.fab.n_restarts = 1
         return aa.fab.perturb(x, y)
     if name == "square":
-        aa.square.seed = seed
-        return aa.square.perturb(x, y)
+        sq = aa.square
+        if sq.norm == "Linf" and not sq.rescale_schedule and sq.loss == "margin":
+            return square_linf(aa.model, x, y, sq.eps, sq.n_queries, sq.p_init, sq.n_restarts, seed)
+        sq.seed = seed
+        return sq.perturb(x, y)
     raise AttackError(f"autoattack: unknown component {name!r}; accepted: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square.")
 
 

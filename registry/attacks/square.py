@@ -1,4 +1,7 @@
-"""Square Attack, a query-only random search (Andriushchenko et al., Square Attack, ECCV 2020), via the AutoAttack reference code."""
+"""Square Attack, a query-only random search (Andriushchenko et al., Square Attack, ECCV 2020).
+
+Linf runs the harness's version (harness/square.py, draw-for-draw equal to the reference); L2 runs the reference code.
+"""
 
 import torch
 from pyautoattack.square import SquareAttack
@@ -6,6 +9,7 @@ from torch import Tensor, nn
 
 from harness import Attack, register_attack
 from harness.attacks import check_threat_model
+from harness.square import square_linf
 
 NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 
@@ -22,7 +26,9 @@ class Square(Attack):
         self.n_queries, self.p_init, self.restarts = n_queries, p_init, restarts
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        """The reference implementation, with AutoAttack's settings (margin loss, no schedule rescaling)."""
+        """AutoAttack's settings (margin loss, no schedule rescaling)."""
+        if self.threat_model == "linf":
+            return square_linf(model, x, y, eps, self.n_queries, self.p_init, self.restarts, self.seed)
         attack = SquareAttack(
             model, norm=NORM_NAMES[self.threat_model], n_queries=self.n_queries, eps=eps, p_init=self.p_init,
             n_restarts=self.restarts, seed=self.seed, verbose=False, resc_schedule=False, device=x.device,
