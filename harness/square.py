@@ -66,8 +66,9 @@ def square_linf_single_run(model: nn.Module, x: Tensor, y: Tensor, eps: float, n
         active = margin_min > 0.0
         p = p_selection(p_init, i_iter)
         s = min(max(int(round(math.sqrt(p * n_features / c))), 1), min(h, w))
-        vh = int(_rand(gen, [1], x.device).mul_(h - s).long())
-        vw = int(_rand(gen, [1], x.device).mul_(w - s).long())
+        # Square corner drawn and rounded on the CPU, where the generator lives: no device round trip.
+        vh = int((torch.rand([1], generator=gen) * (h - s)).long())
+        vw = int((torch.rand([1], generator=gen) * (w - s)).long())
         new_deltas = torch.zeros([c, h, w], device=x.device)
         new_deltas[:, vh : vh + s, vw : vw + s] = 2.0 * eps * _sign(gen, [c, 1, 1], x.device)
         x_new = torch.clamp(torch.min(torch.max(x_best + new_deltas, lo), hi), 0.0, 1.0)

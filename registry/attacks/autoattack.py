@@ -12,6 +12,7 @@ from harness import Attack, register_attack
 from harness.apgd import apgd, apgd_targeted
 from harness.attacks import check_threat_model
 from harness.errors import AttackError
+from harness.fab import fab
 from harness.square import square_linf
 
 VERSIONS = ("standard", "plus", "rand")
@@ -21,9 +22,9 @@ NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> Tensor:
     """One AutoAttack component on (x, y), configured exactly as the reference's run_standard_evaluation does.
 
-    APGD components and Linf Square run the harness's versions (harness/apgd.py, harness/square.py: the reference's
-    steps, random draws and settings, read from the reference object, with per-example early stop); FAB and L2
-    Square run the reference code.
+    APGD, FAB and Linf Square run the harness's versions (harness/apgd.py, fab.py, square.py: the reference's
+    steps, random draws and settings, read from the reference object, with per-example early stop); L2 Square
+    runs the reference code.
     """
     seed = aa.get_seed()
     if name in ("apgd-ce", "apgd-dlr"):
@@ -33,10 +34,10 @@ def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> T
         a = aa.apgd_targeted
         return apgd_targeted(aa.model, x, y, a.eps, a.norm, a.n_iter, a.n_restarts, a.n_target_classes, seed, a.thr_decr, a.eot_iter)
     if name in ("fab", "fab-t"):
-        aa.fab.targeted, aa.fab.seed = name == "fab-t", seed
-        if aa.fab.targeted:
-            aa.fab.n_restarts = 1
-        return aa.fab.perturb(x, y)
+        f = aa.fab
+        # The reference runs FAB-T with one restart whatever n_restarts says.
+        restarts = 1 if name == "fab-t" else f.n_restarts
+        return fab(aa.model, x, y, f.eps, f.norm, name == "fab-t", f.n_iter, restarts, f.n_target_classes, seed, f.alpha_max, f.eta, f.beta)
     if name == "square":
         sq = aa.square
         if sq.norm == "Linf" and not sq.rescale_schedule and sq.loss == "margin":
