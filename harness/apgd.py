@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks import compact_now
+from harness.attacks import attack_until_fooled, compact_now
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -204,18 +204,14 @@ def apgd(
     """Untargeted APGD (`loss` 'ce' or 'dlr') with restarts on the still-robust examples; clean `x` where it failed."""
     x, y = x.detach(), y.detach()
     gen = torch.Generator().manual_seed(int(seed))
-    adv = x.clone()
     with torch.no_grad():
-        acc = model(x).argmax(1) == y
-    for _ in range(n_restarts):
-        todo = acc.nonzero().squeeze(1)
-        if len(todo) == 0:
-            break
+        correct = model(x).argmax(1) == y
+
+    def run(_: int, todo: Tensor) -> tuple[Tensor, Tensor]:
         xs = x[todo]
-        fooled, adv_s = apgd_single_run(model, xs, y[todo], eps, norm, loss, n_iter, _start(xs, eps, norm, gen), None, rho, eot_iter, early_stop)
-        acc[todo[fooled]] = False
-        adv[todo[fooled]] = adv_s[fooled]
-    return adv
+        return apgd_single_run(model, xs, y[todo], eps, norm, loss, n_iter, _start(xs, eps, norm, gen), None, rho, eot_iter, early_stop)
+
+    return attack_until_fooled(x, correct, n_restarts, run)
 
 
 def apgd_targeted(
@@ -235,19 +231,13 @@ def apgd_targeted(
     """APGD-T: targeted DLR towards the 2nd, 3rd, ... highest-scoring clean classes in turn, on the still-robust examples."""
     x, y = x.detach(), y.detach()
     gen = torch.Generator().manual_seed(int(seed))
-    adv = x.clone()
     with torch.no_grad():
         logits = model(x)
-    acc = logits.argmax(1) == y
     order = logits.sort(dim=1)[1]
-    for target_class in range(2, n_target_classes + 2):
-        for _ in range(n_restarts):
-            todo = acc.nonzero().squeeze(1)
-            if len(todo) == 0:
-                return adv
-            xs = x[todo]
-            y_target = order[todo, -target_class]
-            fooled, adv_s = apgd_single_run(model, xs, y[todo], eps, norm, "dlr-targeted", n_iter, _start(xs, eps, norm, gen), y_target, rho, eot_iter, early_stop)
-            acc[todo[fooled]] = False
-            adv[todo[fooled]] = adv_s[fooled]
-    return adv
+
+    def run(r: int, todo: Tensor) -> tuple[Tensor, Tensor]:
+        # Runs 0 .. n_restarts-1 target the 2nd most likely clean class, the next ones the 3rd, and so on.
+        xs, y_target = x[todo], order[todo, -(2 + r // n_restarts)]
+        return apgd_single_run(model, xs, y[todo], eps, norm, "dlr-targeted", n_iter, _start(xs, eps, norm, gen), y_target, rho, eot_iter, early_stop)
+
+    return attack_until_fooled(x, logits.argmax(1) == y, n_target_classes * n_restarts, run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +58,23 @@ def compact_now(step: int, device: torch.device, every: int = 16) -> bool:
     if step <= 0:
         return False
     return device.type == "cpu" or step & (step - 1) == 0 or step % every == 0
+
+
+def attack_until_fooled(x: Tensor, correct: Tensor, runs: int, run: Callable[[int, Tensor], tuple[Tensor, Tensor]]) -> Tensor:
+    """Adversarial images from `runs` successive runs (restarts, target classes), each on the examples still robust.
+
+    `correct` marks the examples classified correctly to begin with; `run(r, todo)` attacks rows `todo` of `x` and
+    returns which of them it fooled and its images. Where every run failed, the clean image is returned.
+    """
+    adv, robust = x.clone(), correct.clone()
+    for r in range(runs):
+        todo = robust.nonzero().squeeze(1)
+        if len(todo) == 0:
+            break
+        fooled, adv_s = run(r, todo)
+        robust[todo[fooled]] = False
+        adv[todo[fooled]] = adv_s[fooled]
+    return adv
 
 
 def check_threat_model(norm: str, name: str) -> str:

@@ -18,7 +18,7 @@ import torch
 from pyautoattack.fab_projections import projection_l2, projection_linf
 from torch import Tensor, nn
 
-from harness.attacks import compact_now
+from harness.attacks import attack_until_fooled, compact_now
 
 PROJECTIONS = {"Linf": projection_linf, "L2": projection_l2}
 
@@ -181,20 +181,16 @@ def fab(
     """FAB (FAB-T when `targeted`) as AutoAttack runs it: points within eps that fool the model, clean `x` elsewhere."""
     x, y = x.detach(), y.detach()
     gen = torch.Generator().manual_seed(int(seed))
-    adv = x.clone()
     with torch.no_grad():
-        acc = model(x).argmax(1) == y
-    targets: list[int | None] = list(range(2, n_target_classes + 2)) if targeted else [None]
-    for target_class in targets:
-        for counter in range(n_restarts):
-            todo = acc.nonzero().squeeze(1)
-            if len(todo) == 0:
-                return adv
-            xs, ys = x[todo], y[todo]
-            adv_s = fab_single_run(model, xs, ys, norm, n_iter, eps, alpha_max, eta, beta, target_class,
-                                   gen if counter > 0 else None, eps if early_stop else None)
-            with torch.no_grad():
-                fooled = (model(adv_s).argmax(1) != ys) & (_norm(xs - adv_s, norm) <= eps)
-            acc[todo[fooled]] = False
-            adv[todo[fooled]] = adv_s[fooled]
-    return adv
+        correct = model(x).argmax(1) == y
+
+    def run(r: int, todo: Tensor) -> tuple[Tensor, Tensor]:
+        # Targeted: runs 0 .. n_restarts-1 aim at the 2nd most likely clean class, the next ones the 3rd, ...
+        target_class = 2 + r // n_restarts if targeted else None
+        xs, ys = x[todo], y[todo]
+        adv_s = fab_single_run(model, xs, ys, norm, n_iter, eps, alpha_max, eta, beta, target_class,
+                               gen if r % n_restarts > 0 else None, eps if early_stop else None)
+        with torch.no_grad():
+            return (model(adv_s).argmax(1) != ys) & (_norm(xs - adv_s, norm) <= eps), adv_s
+
+    return attack_until_fooled(x, correct, n_restarts * (n_target_classes if targeted else 1), run)

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from harness.attacks import compact_now
+from harness.attacks import attack_until_fooled, compact_now
 
 def p_selection(p_init: float, it: int) -> float:
     """The reference's schedule for the fraction of pixels a square covers (without rescaling to n_queries)."""
@@ -88,15 +88,11 @@ def square_linf(
     """Square Attack with restarts on the still-robust examples; clean `x` where every restart failed."""
     x, y = x.detach(), y.detach()
     gen = torch.Generator().manual_seed(int(seed))
-    adv = x.clone()
     with torch.no_grad():
-        acc = model(x).argmax(1) == y
-        for _ in range(n_restarts):
-            todo = acc.nonzero().squeeze(1)
-            if len(todo) == 0:
-                break
+        correct = model(x).argmax(1) == y
+
+        def run(_: int, todo: Tensor) -> tuple[Tensor, Tensor]:
             adv_s = square_linf_single_run(model, x[todo], y[todo], eps, n_queries, p_init, gen)
-            fooled = model(adv_s).argmax(1) != y[todo]
-            acc[todo[fooled]] = False
-            adv[todo[fooled]] = adv_s[fooled]
-    return adv
+            return model(adv_s).argmax(1) != y[todo], adv_s
+
+        return attack_until_fooled(x, correct, n_restarts, run)
