@@ -154,7 +154,9 @@ def test_two_concurrent_runs_share_the_work(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     args = ["--grid", str(grid), "--device", "cpu", "--db", str(db), "--site-dir", str(tmp_path / "site")]
     a, b = _harness(args, tmp_path), _harness(args, tmp_path)
-    assert a.wait(600) == 0 and b.wait(600) == 0
+    # communicate(), not wait(): a full stderr pipe would block the child; the message shows why a run failed.
+    errs = [p.communicate(timeout=600)[1] for p in (a, b)]
+    assert a.returncode == 0 and b.returncode == 0, [e[-2000:] for e in errs]
     st = states(db)
     assert {s for s, _, _ in st.values()} == {"done"} and len(st) == 3
     assert all(attempts == 1 for _, attempts, _ in st.values())  # nobody ran a job twice
