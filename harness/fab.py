@@ -6,8 +6,8 @@ within eps of an adversarial point:
 
 - One forward pass per step instead of two: the reference predicts the new iterate without a graph, then runs a
   forward pass with a graph on (nearly) the same point for the next step's gradients. Here the prediction's
-  forward pass keeps its graph; the rows that the reference moves back towards the clean image after an
-  adversarial step are recomputed alone when that is cheaper, with the whole batch otherwise.
+  forward pass keeps its graph, and only the rows that the reference moved back towards the clean image after
+  an adversarial step are recomputed; when many rows did so in the last step, the step runs as the reference's.
 - Early stop (with `stop_eps`): an example whose best adversarial point is already within `stop_eps` is counted
   as fooled by AutoAttack whatever FAB finds later, so it leaves the batch.
 """
@@ -103,8 +103,12 @@ def fab_single_run(
         x1 = x1.clamp(0.0, 1.0)
     out_adv, out_res = adv.clone(), res2.clone()
     idx = torch.arange(bs, device=x.device)  # rows of out_* still in the batch
-    graph, fix, fix_rows = _Graph(model, x1), None, None
+    graph: _Graph | None = _Graph(model, x1)
+    fix, fix_rows, fuse = None, None, True
+    backward_cost = 2 * (1 if la_t is not None else int(graph.logits.shape[-1]))
     for it in range(n_iter):
+        if graph is None:
+            graph = _Graph(model, x1)
         with torch.no_grad():
             df, dg = graph.diffs(la2, la_t)
             if fix is not None:
@@ -135,26 +139,31 @@ def fab_single_run(
                         break
                     idx, x1, im2, la2, adv, res2 = idx[keep], x1[keep], im2[keep], la2[keep], adv[keep], res2[keep]
                     la_t = la_t[keep] if la_t is not None else None
-        graph, fix, fix_rows = _Graph(model, x1), None, None
+        # Predict the new iterate with a graph (reused for the next step) while few rows turned adversarial in the
+        # last step, else without one, as the reference does: recomputing many rows costs more than it saves.
+        fix, fix_rows = None, None
+        if fuse:
+            graph = _Graph(model, x1)
+            logits = graph.logits
+        else:
+            graph = None
+            with torch.no_grad():
+                logits = model(x1)
         with torch.no_grad():
-            is_adv = graph.logits.argmax(1) != la2
+            is_adv = logits.argmax(1) != la2
             t = _norm(x1 - im2, norm)
             better = is_adv & (t < res2)
             adv = torch.where(better.view(shape), x1, adv)
             res2 = torch.where(better, t, res2)
             m = int(is_adv.sum())
+            # A backward pass costs about two forward passes (per class for untargeted FAB).
+            fuse = m * (1 + backward_cost) < len(x1)
             if m:
-                # The reference steps adversarial rows back towards the clean image: they need a new pass, alone
-                # while that is cheaper than one forward pass over the batch (a backward costs about two forwards,
-                # per class for untargeted FAB), else together with the rest, as the reference does.
+                # The reference steps adversarial rows back towards the clean image: they need a new pass.
                 x1 = torch.where(is_adv.view(shape), im2 + (x1 - im2) * beta, x1)
-                if it + 1 < n_iter:
-                    backward_cost = 2 * (1 if la_t is not None else graph.logits.shape[-1])
-                    if m * (1 + backward_cost) < len(x1):
-                        fix_rows = is_adv.nonzero().squeeze(1)
-                        fix = _Graph(model, x1[fix_rows])
-                    else:
-                        graph = _Graph(model, x1)
+                if graph is not None and it + 1 < n_iter:
+                    fix_rows = is_adv.nonzero().squeeze(1)
+                    fix = _Graph(model, x1[fix_rows])
     if len(idx):
         out_adv[idx], out_res[idx] = adv, res2
     succ = out_res < 1e10
