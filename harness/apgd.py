@@ -18,24 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks import attack_until_fooled, compact_now
+from harness.attacks import attack_until_fooled, compact_now, view_per_example
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
-
-
-def _view(v: Tensor, like: Tensor) -> Tensor:
-    return v.view(-1, *([1] * (like.dim() - 1)))
 
 
 def _normalize(v: Tensor, norm: str) -> Tensor:
     """v divided by its per-example norm (+1e-12), as the reference's `normalize`."""
     flat = v.view(v.shape[0], -1)
     t = flat.abs().max(1)[0] if norm == "Linf" else (flat**2).sum(-1).sqrt()
-    return v / (_view(t, v) + 1e-12)
+    return v / (view_per_example(t, v) + 1e-12)
 
 
 def _l2(v: Tensor) -> Tensor:
-    return _view((v**2).view(v.shape[0], -1).sum(-1).sqrt(), v)
+    return view_per_example((v**2).view(v.shape[0], -1).sum(-1).sqrt(), v)
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -146,14 +142,14 @@ def apgd_single_run(
         pred = logits.argmax(1) == y
         if early_stop:
             # Keep the first fooling iterate: an example already fooled is not overwritten before it leaves.
-            x_best_adv = torch.where(_view(~pred & acc, x), x_adv, x_best_adv)
+            x_best_adv = torch.where(view_per_example(~pred & acc, x), x_adv, x_best_adv)
         else:
-            x_best_adv = torch.where(_view(~pred, x), x_adv, x_best_adv)
+            x_best_adv = torch.where(view_per_example(~pred, x), x_adv, x_best_adv)
         acc = acc & pred
         loss_steps[i] = loss_indiv
         better = loss_indiv > loss_best
-        x_best = torch.where(_view(better, x), x_adv, x_best)
-        grad_best = torch.where(_view(better, x), grad, grad_best)
+        x_best = torch.where(view_per_example(better, x), x_adv, x_best)
+        grad_best = torch.where(view_per_example(better, x), grad, grad_best)
         loss_best = torch.where(better, loss_indiv, loss_best)
         counter3 += 1
         if counter3 == k:
@@ -167,9 +163,9 @@ def apgd_single_run(
             reduced_last_check = osc.clone()
             loss_best_last_check = loss_best.clone()
             halve = osc > 0
-            step_size = torch.where(_view(halve, x), step_size / 2.0, step_size)
-            x_adv = torch.where(_view(halve, x), x_best, x_adv)
-            grad = torch.where(_view(halve, x), grad_best, grad)
+            step_size = torch.where(view_per_example(halve, x), step_size / 2.0, step_size)
+            x_adv = torch.where(view_per_example(halve, x), x_best, x_adv)
+            grad = torch.where(view_per_example(halve, x), grad_best, grad)
             k = max(k - size_decr, n_iter_min)
             counter3 = 0
 

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from harness.errors import AttackError
 
 THREAT_MODELS = ("linf", "l2")
+# The same threat models as pyautoattack spells them.
+REFERENCE_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 class Attack(ABC):
@@ -85,7 +87,7 @@ def check_threat_model(norm: str, name: str) -> str:
     return norm
 
 
-def _view(v: Tensor, like: Tensor) -> Tensor:
+def view_per_example(v: Tensor, like: Tensor) -> Tensor:
     """A per-example vector shaped to broadcast over images."""
     return v.view(-1, *([1] * (like.dim() - 1)))
 
@@ -103,13 +105,13 @@ def project(x_adv: Tensor, x: Tensor, eps: float, threat_model: str) -> Tensor:
         delta = delta.clamp(-eps, eps)
     else:
         size = delta.flatten(1).norm(dim=1).clamp_min(1e-12)
-        delta = delta * _view((eps / size).clamp(max=1.0), x)
+        delta = delta * view_per_example((eps / size).clamp(max=1.0), x)
     return (x + delta).clamp(0.0, 1.0)
 
 
 def l2_normalize(g: Tensor) -> Tensor:
     """Per-example unit-L2 direction (zero stays zero)."""
-    return g / _view(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
+    return g / view_per_example(g.flatten(1).norm(dim=1).clamp_min(1e-12), g)
 
 
 def input_grad(model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

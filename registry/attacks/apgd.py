@@ -5,10 +5,8 @@ from torch import Tensor, nn
 
 from harness import Attack, register_attack
 from harness.apgd import LOSSES, apgd, apgd_targeted
-from harness.attacks import check_threat_model
+from harness.attacks import REFERENCE_NORMS, check_threat_model
 from harness.errors import AttackError
-
-NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 
 
 @register_attack("apgd", paper="Croce & Hein, ICML 2020")
@@ -28,7 +26,7 @@ class APGD(Attack):
 
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """The reference's defaults: 100 iterations, rho 0.75, starting step 2 * eps."""
-        norm = NORM_NAMES[self.threat_model]
+        norm = REFERENCE_NORMS[self.threat_model]
         if self.loss == "dlr-targeted":
             with torch.no_grad():
                 n_classes = model(x[:1]).shape[1]

@@ -10,14 +10,12 @@ from torch import Tensor, nn
 
 from harness import Attack, register_attack
 from harness.apgd import apgd, apgd_targeted
-from harness.attacks import check_threat_model
+from harness.attacks import REFERENCE_NORMS, check_threat_model
 from harness.errors import AttackError
 from harness.fab import fab
 from harness.square import square_linf
 
 VERSIONS = ("standard", "plus", "rand")
-NORM_NAMES = {"linf": "Linf", "l2": "L2"}
-
 
 def run_component(aa: ReferenceAutoAttack, name: str, x: Tensor, y: Tensor) -> Tensor:
     """One AutoAttack component on (x, y), configured exactly as the reference's run_standard_evaluation does.
@@ -62,7 +60,7 @@ class AutoAttack(Attack):
 
     def reference(self, model: nn.Module, eps: float, device: torch.device) -> ReferenceAutoAttack:
         """The reference AutoAttack object for this version, norm and eps."""
-        aa = ReferenceAutoAttack(model, norm=NORM_NAMES[self.threat_model], eps=eps, version=self.version, seed=self.seed, device=device)
+        aa = ReferenceAutoAttack(model, norm=REFERENCE_NORMS[self.threat_model], eps=eps, version=self.version, seed=self.seed, device=device)
         aa.logger = logging.getLogger("harness.autoattack")
         if self.n_queries is not None:
             aa.square.n_queries = self.n_queries

@@ -8,10 +8,8 @@ from pyautoattack.square import SquareAttack
 from torch import Tensor, nn
 
 from harness import Attack, register_attack
-from harness.attacks import check_threat_model
+from harness.attacks import REFERENCE_NORMS, check_threat_model
 from harness.square import square_linf
-
-NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 
 
 @register_attack("square", paper="Andriushchenko et al., ECCV 2020")
@@ -30,7 +28,7 @@ class Square(Attack):
         if self.threat_model == "linf":
             return square_linf(model, x, y, eps, self.n_queries, self.p_init, self.restarts, self.seed)
         attack = SquareAttack(
-            model, norm=NORM_NAMES[self.threat_model], n_queries=self.n_queries, eps=eps, p_init=self.p_init,
+            model, norm=REFERENCE_NORMS[self.threat_model], n_queries=self.n_queries, eps=eps, p_init=self.p_init,
             n_restarts=self.restarts, seed=self.seed, verbose=False, resc_schedule=False, device=x.device,
         )
         # The reference reseeds the global generator; keep the caller's random state as it was.
