@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from harness.data import ImageData, to_float
-from harness.evaluate import run_attacks
-from harness.grid import AttackSpec, TrainConfig
-from harness.nets import Normalized
-from harness.plugins import architectures, datasets
-from harness.train import train
+from harness.api.config import AttackSpec, TrainConfig
+from harness.api.data import ImageData, to_float
+from harness.api.nets import Normalized
+from harness.api.plugins import architectures, datasets
+from harness.evaluation.runs import run_attacks
+from harness.training.train import train
 
 CACHE = Path("/tmp/harness-bench")
 

@@ -5,7 +5,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from harness import Attack, ImageData, register_architecture, register_attack, register_dataset
+from harness import (
+    Attack,
+    ImageData,
+    register_architecture,
+    register_attack,
+    register_dataset,
+)
 
 
 @register_dataset("noop_data")

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from harness.artifacts import ArtifactCache
-from harness.errors import HarnessError
-from harness.grid import parse_grid
-from harness.pipeline import execute
-from harness.plugins import datasets, pruners
+from harness.api.errors import HarnessError
+from harness.api.plugins import datasets, pruners
+from harness.engine.artifacts import ArtifactCache
+from harness.engine.grid import parse_grid
+from harness.engine.pipeline import execute
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {

@@ -10,8 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.plugin_files import load_plugin_file
-from harness.runner import RunOptions, run
+from harness.api.plugin_files import load_plugin_file
+from harness.scheduling.runner import RunOptions, run
 
 HERE = Path(__file__).resolve().parent
 NOOP = HERE / "noop_plugins.py"

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from harness.keys import key_of
+from harness.api.keys import key_of
 from harness.store.models import Job, JobStatus, Result
 from harness.store.session import Store
 
@@ -110,8 +110,8 @@ def main() -> None:
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args()
 
-    from harness.plugins import pruners
-    from harness.site import build_site
+    from harness.api.plugins import pruners
+    from harness.site.build import build_site
 
     pruners.names()  # load the registries before timing: importing plugins (torch) is not site work
     with tempfile.TemporaryDirectory() as tmp:

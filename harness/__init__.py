@@ -1,16 +1,17 @@
 """harness: measure how pruning a CNN changes its robustness to adversarial images."""
 
-from harness.attacks import Attack
-from harness.data import ImageData
-from harness.errors import HarnessError
-from harness.nets import Normalized
-from harness.plugins import (
+from harness.api.attack import Attack
+from harness.api.data import ImageData
+from harness.api.errors import HarnessError
+from harness.api.nets import Normalized
+from harness.api.plugins import (
     register_architecture,
     register_attack,
     register_dataset,
     register_pruner,
 )
-from harness.pruning import FilterPruner, PruneContext, Pruner
+from harness.api.pruner import PruneContext, Pruner
+from harness.pruning.filters import FilterPruner
 
 __version__ = "0.1.0"
 

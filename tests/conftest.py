@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import ImageData
-from harness.grid import TrainConfig
-from harness.nets import Normalized
-from harness.plugins import architectures, datasets
+from harness.api.config import TrainConfig
+from harness.api.data import ImageData
+from harness.api.nets import Normalized
+from harness.api.plugins import architectures, datasets
 from harness.store.session import Store
-from harness.train import train
+from harness.training.train import train
 
 # Two threads per test process: the suite runs on 2-core machines.
 torch.set_num_threads(2)

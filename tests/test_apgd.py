@@ -7,11 +7,12 @@ import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from torch import Tensor, nn
 
-from harness.apgd import apgd, apgd_targeted
-from harness.data import ImageData, to_float
-from harness.errors import AttackError
-from harness.evaluate import check_in_ball, frozen
-from harness.plugins import attacks
+from harness.api.data import ImageData, to_float
+from harness.api.errors import AttackError
+from harness.api.nets import frozen
+from harness.api.plugins import attacks
+from harness.attacks.apgd import apgd, apgd_targeted
+from harness.evaluation.runs import check_in_ball
 
 N = 64
 ITERS = 20  # checkpoints at 4, 7, 9, ... (k shrinks from 4 to 1): every branch of the step-size schedule runs

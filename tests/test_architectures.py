@@ -8,8 +8,8 @@ import torch_pruning as tp
 import torchvision
 from torch import nn
 
-from harness.measure import count_macs, count_params
-from harness.plugins import architectures
+from harness.api.plugins import architectures
+from harness.evaluation.measure import count_macs, count_params
 
 # name -> (input size, classes, published parameters, published MACs, relative tolerance). Sources: He et al. 2016
 # Table 6 (CIFAR ResNets; MACs as tabulated by Li et al. 2017 and HRank, Lin et al. 2020), Li et al. 2017 / HRank

@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks import MinimalAttack, norms
-from harness.data import ImageData, to_float
-from harness.evaluate import check_in_ball, frozen
-from harness.plugins import attacks
+from harness.api.attack import MinimalAttack, norms
+from harness.api.data import ImageData, to_float
+from harness.api.nets import frozen
+from harness.api.plugins import attacks
+from harness.evaluation.runs import check_in_ball
 
 N = 48  # fixed test examples: enough to compare accuracies, few enough for a 2-core CPU
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from harness.site import build_site, slug
-from harness.store.session import Store
 from test_queries import add_job, linf
+
+from harness.site.build import build_site, slug
+from harness.store.session import Store
 
 pytestmark = pytest.mark.browser
 

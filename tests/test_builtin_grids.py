@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from harness.grid import builtin_grids, load_grid
-from harness.plugins import architectures, attacks, datasets, pruners
-from harness.registry import Registry
+from harness.api.plugins import architectures, attacks, datasets, pruners
+from harness.api.registry import Registry
+from harness.engine.grid import builtin_grids, load_grid
 
 
 def _missing_plugins(name: str) -> list[str]:
@@ -22,8 +22,10 @@ def _missing_plugins(name: str) -> list[str]:
 
 
 def _builtin(registry: Registry, folder: str) -> set[str]:
-    """Names shipped in registry/<folder>/ (not submissions or third-party plugins)."""
-    return {e.name for e in registry.entries() if Path(e.source).parent.name == folder and Path(e.source).parent.parent.name == "registry"}
+    """Names shipped with the harness: registered in registry/<folder>/, coded there or in harness/ (not submissions or third-party plugins)."""
+    root = Path(__file__).resolve().parent.parent
+    shipped = (root / "registry" / folder, root / "harness")
+    return {e.name for e in registry.entries() if any(Path(e.source).resolve().is_relative_to(d) for d in shipped)}
 
 
 @pytest.mark.parametrize("name", sorted(builtin_grids()))

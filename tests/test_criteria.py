@@ -9,15 +9,16 @@ import pytest
 import torch
 from torch import nn
 
-from harness.criteria import vip_scores
-from harness.data import ImageData, to_float
-from harness.grid import TrainConfig
-from harness.layer_pruning import removable_blocks
-from harness.nets import Normalized, inner
-from harness.plugins import architectures, pruners
-from harness.pruning import PruneContext
-from harness.train import accuracy, train
-from harness.unstructured import prunable_weights
+from harness.api.config import TrainConfig
+from harness.api.data import ImageData, to_float
+from harness.api.nets import Normalized, inner
+from harness.api.plugins import architectures, pruners
+from harness.api.pruner import PruneContext
+from harness.evaluation.runs import accuracy
+from harness.pruning.criteria import vip_scores
+from harness.pruning.layers import removable_blocks
+from harness.pruning.unstructured import prunable_weights
+from harness.training.train import train
 
 
 def two_conv_net() -> nn.Module:

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from harness import image_files
-from harness.data import ImageData
-from harness.errors import DatasetError
-from harness.image_files import channel_stats, resize_center_crop
-from harness.plugins import datasets
+from harness.api.data import ImageData
+from harness.api.errors import DatasetError
+from harness.api.plugins import datasets
+from harness.datasets import files as image_files
+from harness.datasets.files import channel_stats, resize_center_crop
 
 
 @pytest.fixture

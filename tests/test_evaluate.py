@@ -7,11 +7,12 @@ import torch
 from torch import Tensor, nn
 
 from harness import Attack, register_attack
-from harness.data import ImageData
-from harness.errors import AttackError
-from harness.evaluate import Evaluation, median_perturbation, metrics_of, run_attacks
-from harness.grid import AttackSpec
-from harness.plugins import attacks
+from harness.api.config import AttackSpec
+from harness.api.data import ImageData
+from harness.api.errors import AttackError
+from harness.api.plugins import attacks
+from harness.evaluation.protocol import median_perturbation, metrics_of
+from harness.evaluation.runs import Evaluation, run_attacks
 
 
 def test_run_attacks_protocol(trained_cnn: nn.Module, digits: ImageData) -> None:

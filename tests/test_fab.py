@@ -7,9 +7,10 @@ import torch
 from pyautoattack.fab_pt import FABAttack_PT
 from torch import Tensor, nn
 
-from harness.data import ImageData, to_float
-from harness.evaluate import check_in_ball, frozen
-from harness.fab import fab
+from harness.api.data import ImageData, to_float
+from harness.api.nets import frozen
+from harness.attacks.fab import fab
+from harness.evaluation.runs import check_in_ball
 
 N = 32
 ITERS = 12

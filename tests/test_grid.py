@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from harness.errors import GridError
-from harness.grid import builtin_grids, load_grid, parse_grid
-
+from harness.api.errors import GridError
+from harness.engine.grid import builtin_grids, load_grid, parse_grid
 from tests.conftest import TINY_GRID
 
 

@@ -10,17 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from harness.artifacts import ArtifactCache
-from harness.data import ImageData, to_float
-from harness.errors import PruningError
-from harness.grid import TrainConfig, parse_grid
-from harness.layer_pruning import removable_blocks
-from harness.measure import count_macs, count_nonzero, count_params
-from harness.nets import Normalized, inner
-from harness.pipeline import execute
-from harness.plugins import architectures, pruners
-from harness.pruning import PruneContext, prunable_convs
-from harness.train import train
+from harness.api.config import TrainConfig
+from harness.api.data import ImageData, to_float
+from harness.api.errors import PruningError
+from harness.api.nets import Normalized, inner
+from harness.api.plugins import architectures, pruners
+from harness.api.pruner import PruneContext, prunable_convs
+from harness.engine.artifacts import ArtifactCache
+from harness.engine.grid import parse_grid
+from harness.engine.pipeline import execute
+from harness.evaluation.measure import count_macs, count_nonzero, count_params
+from harness.pruning.layers import removable_blocks
+from harness.training.train import train
 
 SPARSITIES = (0.3, 0.6)
 # Digit-sized (8x8) inputs keep these quick; everything else walks on CIFAR-shaped noise and is marked slow.

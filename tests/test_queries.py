@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from harness.api.metrics import Metric
 from harness.store.queries import (
     WORST,
     Estimate,
@@ -19,7 +20,7 @@ from harness.store.queries import (
     status_counts,
     t_quantile,
 )
-from harness.store.session import Metric, Store
+from harness.store.session import Store
 
 FAMILIES = {"none": "none", "p1": "filter", "p2": "layer"}
 THREATS = {"fgsm": "linf", "pgd_l2": "l2", "autoattack": "linf"}

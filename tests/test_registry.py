@@ -6,9 +6,9 @@ import pytest
 from torch import Tensor, nn
 
 from harness import PruneContext, Pruner
-from harness.errors import RegistrationError, UnknownPluginError
-from harness.plugins import REGISTRIES, architectures, attacks, datasets, pruners
-from harness.registry import Registry
+from harness.api.errors import RegistrationError, UnknownPluginError
+from harness.api.plugins import REGISTRIES, architectures, attacks, datasets, pruners
+from harness.api.registry import Registry
 
 
 def test_builtins_are_registered() -> None:

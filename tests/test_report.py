@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from harness.report import report
-from harness.store.session import Metric, Store
-
+from harness.api.metrics import Metric
+from harness.site.report import report
+from harness.store.session import Store
 from tests.test_queries import add_job
 
 

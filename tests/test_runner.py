@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import json
+import re
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.runner import RunOptions, run
+from harness.cli.main import app
+from harness.scheduling.runner import RunOptions, run
 from harness.store import Store
 from harness.store.queries import result_rows
 
@@ -80,7 +80,7 @@ def test_provenance_recorded(tiny_run: tuple[Path, Path]) -> None:
 
 
 def test_dense_model_trained_once(tmp_path: Path, tiny_grid: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.pipeline as pipeline
+    import harness.engine.pipeline as pipeline
 
     calls: list[int] = []
     real = pipeline.train

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from harness.data import ImageData
-from harness.evaluate import run_attacks
-from harness.grid import AttackSpec, EvalConfig
-from harness.sanity import eps_monotonic, sanity_metrics
-from harness.store.session import Metric
+from harness.api.config import AttackSpec, EvalConfig
+from harness.api.data import ImageData
+from harness.api.metrics import Metric
+from harness.evaluation.runs import run_attacks
+from harness.evaluation.sanity import eps_monotonic, sanity_metrics
 
 SPECS = (AttackSpec("fgsm", (0.1, 0.2)), AttackSpec("pgd_linf", (0.1, 0.2), (("steps", 5),)))
 CFG = EvalConfig(n_examples=48, batch_size=48, sanity_examples=16)
@@ -43,10 +43,10 @@ def test_masked_gradient_model_is_flagged(trained_cnn: nn.Module, digits: ImageD
 
 
 def test_honest_model_passes(trained_cnn: nn.Module, digits: ImageData, monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.sanity
+    import harness.evaluation.sanity
 
     # Fewer Square queries keep the test short; a weaker black-box probe can only make a false alarm less likely.
-    monkeypatch.setattr(harness.sanity, "SQUARE_QUERIES", 300)
+    monkeypatch.setattr(harness.evaluation.sanity, "SQUARE_QUERIES", 300)
     f = flags(trained_cnn, digits)
     raised = [k for k, v in f.items() if v]
     assert raised == []
@@ -56,7 +56,7 @@ def test_honest_model_passes(trained_cnn: nn.Module, digits: ImageData, monkeypa
 
 
 def test_eps_monotonic_flags_a_rising_curve() -> None:
-    from harness.evaluate import Evaluation
+    from harness.evaluation.runs import Evaluation
 
     ev = Evaluation(clean_correct=torch.ones(10, dtype=torch.bool))
     ev.robust[("a", 0.1)] = torch.tensor([True] * 3 + [False] * 7)
@@ -66,8 +66,8 @@ def test_eps_monotonic_flags_a_rising_curve() -> None:
 
 
 def test_fgsm_stronger_than_pgd_is_flagged() -> None:
-    from harness.evaluate import Evaluation
-    from harness.sanity import fgsm_vs_pgd
+    from harness.evaluation.runs import Evaluation
+    from harness.evaluation.sanity import fgsm_vs_pgd
 
     ev = Evaluation(clean_correct=torch.ones(10, dtype=torch.bool))
     ev.robust[("fgsm", 0.1)] = torch.tensor([True] * 2 + [False] * 8)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.dag import build_dag
-from harness.grid import parse_grid
-from harness.runner import RunOptions, run
-
+from harness.engine.grid import parse_grid
+from harness.scheduling.dag import build_dag
+from harness.scheduling.runner import RunOptions, run
 from tests.conftest import TINY_GRID
 
 # Metrics that measure time vary between runs; everything else must be identical.

@@ -5,19 +5,20 @@ from __future__ import annotations
 import csv
 import json
 import re
-import tomllib
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import tomllib
+from test_queries import add_job, linf
 
-from harness import plots
-from harness.grid import load_grid, parse_grid
-from harness.site import build_site, reproduce_grid, slug
+from harness.api.metrics import Metric
+from harness.engine.grid import load_grid, parse_grid
+from harness.site import plots
+from harness.site.build import build_site, reproduce_grid, slug
 from harness.store.models import Base
 from harness.store.queries import job_records
-from harness.store.session import Metric, Store
-from test_queries import add_job, linf
+from harness.store.session import Store
 
 EVIL = "<script>alert(1)</script>"
 EVIL_DOC = '<b>bold</b><img src=x onerror="alert(2)">'

@@ -7,9 +7,10 @@ import torch
 from pyautoattack.square import SquareAttack
 from torch import Tensor, nn
 
-from harness.data import ImageData, to_float
-from harness.evaluate import check_in_ball, frozen
-from harness.square import p_selection, square_linf
+from harness.api.data import ImageData, to_float
+from harness.api.nets import frozen
+from harness.attacks.square import p_selection, square_linf
+from harness.evaluation.runs import check_in_ball
 
 N = 48
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from harness.api.metrics import Metric
 from harness.store import Job, JobStatus, Result, Store
 from harness.store.queries import result_rows, status_counts
-from harness.store.session import Metric
 
 FIELDS = dict(dataset="d", architecture="a", pruner="p", pruner_label="p", sparsity=0.5, seed=0, dense_key="dk", pruned_key="pk")
 

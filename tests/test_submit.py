@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.errors import SubmissionError
-from harness.isolation import sandbox_available
-from harness.submit import SubmitOptions, check_file, read_index, submit
+from harness.api.errors import SubmissionError
+from harness.cli.main import app
+from harness.scheduling.isolation import sandbox_available
+from harness.submission.submit import SubmitOptions, check_file, read_index, submit
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "examples" / "my_pruner.py"
 
@@ -215,7 +215,7 @@ HOSTILE = scored(L1, name="hostile_l1", meta='author="<img src=x onerror=alert(1
 @pytest.mark.slow
 def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_grid: Path) -> None:
     """One command: checked, recorded with its sha256, run in workers on a grid, on the site (escaped); a resubmit is a duplicate."""
-    from harness.plugins import pruners
+    from harness.api.plugins import pruners
     from harness.store.queries import job_records
     from harness.store.session import Store
 
@@ -250,7 +250,7 @@ GOOD_FAMILIES = {
     "layer": '''
 import torch
 from harness import register_pruner
-from harness.layer_pruning import LayerPruner
+from harness.pruning import LayerPruner
 
 
 @register_pruner("sub_layer_l1", author="Ada")
@@ -263,7 +263,7 @@ class SubLayer(LayerPruner):
 ''',
     "unstructured": '''
 from harness import register_pruner
-from harness.unstructured import UnstructuredPruner
+from harness.pruning import UnstructuredPruner
 
 
 @register_pruner("sub_magnitude", author="Ada")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.data import ImageData
-from harness.errors import GridError
-from harness.grid import TrainConfig, parse_grid
-from harness.nets import Normalized
-from harness.plugins import architectures, attacks
-from harness.train import accuracy, adversarial_budget, attacking, train
+from harness.api.config import TrainConfig
+from harness.api.data import ImageData
+from harness.api.errors import GridError
+from harness.api.nets import Normalized, frozen
+from harness.api.plugins import architectures, attacks
+from harness.engine.grid import parse_grid
+from harness.evaluation.runs import accuracy
+from harness.training.train import adversarial_budget, train
 
 CPU = torch.device("cpu")
 # Small enough for the default run (a few CPU seconds per model): 500 training digits, 4 epochs, 3-step
@@ -82,7 +84,7 @@ def test_attacking_freezes_weights_and_keeps_bn_statistics(digits: ImageData) ->
     model = Normalized(architectures.get("small_cnn").obj(num_classes=10, in_channels=1), digits.mean, digits.std).train()
     bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
     before = bn.running_mean.clone()
-    with attacking(model):
+    with frozen(model):
         assert not model.training and not any(p.requires_grad for p in model.parameters())
         model(digits.x_train[:32])
     assert model.training and all(p.requires_grad for p in model.parameters())

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from harness.keys import key_of
+from harness.api.keys import key_of
 from harness.store.models import Job, JobStatus, Result
 
 # (metric, attack, eps) with '' and None for "no attack" and "no eps", as stored rows are read back.

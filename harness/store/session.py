@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-import os
-import socket
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,17 +15,17 @@ from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from harness.store.models import SCHEMA_VERSION, Base, Job, JobStatus, Meta, Result, Run, utcnow
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A metric value to record."""
-
-    metric: str
-    value: float
-    attack: str = ""
-    eps: float = -1.0
+from harness.api.metrics import Metric
+from harness.store.models import (
+    SCHEMA_VERSION,
+    Base,
+    Job,
+    JobStatus,
+    Meta,
+    Result,
+    Run,
+    utcnow,
+)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -53,7 +52,7 @@ class Store:
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
         if (readonly or not create) and not self.path.exists():
-            from harness.errors import HarnessError
+            from harness.api.errors import HarnessError
 
             raise HarnessError(f"No results database at {self.path}; run `harness run` first or pass --db PATH.")
         if readonly:

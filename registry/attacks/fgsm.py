@@ -1,18 +1,6 @@
 """Fast Gradient Sign Method (Goodfellow et al., Explaining and Harnessing Adversarial Examples, ICLR 2015)."""
 
-from torch import Tensor, nn
+from harness import register_attack
+from harness.attacks.fgsm import FGSM
 
-from harness import Attack, register_attack
-from harness.attacks import input_grad
-
-
-@register_attack("fgsm", paper="Goodfellow et al., ICLR 2015")
-class FGSM(Attack):
-    """One signed-gradient step of size eps on the cross-entropy loss (Linf)."""
-
-    threat_model = "linf"
-
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        """x + eps * sign(grad_x CE(model(x), y)), clipped to [0, 1]."""
-        grad, _ = input_grad(model, x, y)
-        return (x.detach() + eps * grad.sign_()).clamp_(0.0, 1.0)
+register_attack("fgsm", paper="Goodfellow et al., ICLR 2015")(FGSM)

@@ -1,28 +1,6 @@
 """Projected Gradient Descent under L2 (Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks, ICLR 2018)."""
 
-from torch import Tensor, nn
+from harness import register_attack
+from harness.attacks.pgd import PGDL2
 
-from harness import Attack, register_attack
-from harness.errors import AttackError
-from harness.pgd import pgd
-
-
-@register_attack("pgd_l2", paper="Madry et al., ICLR 2018")
-class PGDL2(Attack):
-    """Normalised-gradient ascent on cross-entropy from a random start in the L2 ball, projected each step; random restarts."""
-
-    threat_model = "l2"
-
-    def __init__(
-        self, steps: int = 10, step_size: float | None = None, restarts: int = 1, random_start: bool = True, early_stop: bool = True, seed: int = 0
-    ) -> None:
-        super().__init__(seed=seed)
-        if steps < 1 or restarts < 1:
-            raise AttackError(f"pgd_l2: steps={steps} and restarts={restarts} must both be >= 1.")
-        self.steps, self.step_size, self.restarts, self.random_start = steps, step_size, restarts, random_start
-        # An example counts as fooled at the first iterate that fools it; False keeps plain last-iterate PGD.
-        self.early_stop = early_stop
-
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        """Step size defaults to 2.5 * eps / steps (Madry et al.)."""
-        return pgd(model, x, y, eps, "l2", self.steps, self.step_size, self.restarts, self.random_start, self.seed, self.early_stop)
+register_attack("pgd_l2", paper="Madry et al., ICLR 2018")(PGDL2)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from harness import ImageData, register_dataset
-from harness.cifar import load_cifar
+from harness.datasets.cifar import load_cifar
 
 
 @register_dataset("cifar100", paper="Krizhevsky, Learning Multiple Layers of Features from Tiny Images, 2009")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from harness import ImageData, register_dataset
-from harness.image_files import Format, find_or_download, has_idx, idx_splits
+from harness.datasets.files import Format, find_or_download, has_idx, idx_splits
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 URL_HOST = "fashion-mnist.s3-website.eu-central-1.amazonaws.com"  # torchvision's source

@@ -3,8 +3,14 @@
 from pathlib import Path
 
 from harness import ImageData, register_dataset
-from harness.errors import DatasetError
-from harness.image_files import Splits, cached, channel_stats, is_image_folder, load_image_folder
+from harness.api.errors import DatasetError
+from harness.datasets.files import (
+    Splits,
+    cached,
+    channel_stats,
+    is_image_folder,
+    load_image_folder,
+)
 
 SIZE = 224
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from harness import ImageData, register_dataset
-from harness.image_files import channel_stats
+from harness.datasets.files import channel_stats
 from registry.datasets.imagefolder import load_folder
 
 

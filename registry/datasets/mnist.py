@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from harness import ImageData, register_dataset
-from harness.image_files import Format, find_or_download, has_idx, idx_splits
+from harness.datasets.files import Format, find_or_download, has_idx, idx_splits
 
 URL_HOST = "ossci-datasets.s3.amazonaws.com"  # torchvision's MNIST mirror
 FORMATS: list[Format] = [("train-images-idx3-ubyte[.gz] and the three other IDX files", has_idx, idx_splits)]

@@ -3,7 +3,13 @@
 from pathlib import Path
 
 from harness import ImageData, register_dataset
-from harness.image_files import Format, find_or_download, is_image_folder, load_image_folder, load_svhn_mat
+from harness.datasets.files import (
+    Format,
+    find_or_download,
+    is_image_folder,
+    load_image_folder,
+    load_svhn_mat,
+)
 
 MEAN, STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 URL_HOST = "ufldl.stanford.edu"

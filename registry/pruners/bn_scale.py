@@ -3,8 +3,8 @@
 from torch import nn
 
 from harness import FilterPruner, PruneContext, register_pruner
-from harness.criteria import BNScaleImportance
 from harness.pruning import GroupImportance
+from harness.pruning.criteria import BNScaleImportance
 
 
 @register_pruner("bn_scale", paper="Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017")

@@ -3,8 +3,8 @@
 from torch import nn
 
 from harness import FilterPruner, PruneContext, register_pruner
-from harness.criteria import ActivationStatImportance, mean_abs
 from harness.pruning import GroupImportance
+from harness.pruning.criteria import ActivationStatImportance, mean_abs
 
 
 @register_pruner("expected_abs", paper="Tan & Motani, DropNet: Reducing Neural Network Complexity via Iterative Pruning, ICML 2020")

@@ -3,8 +3,8 @@
 from torch import Tensor
 
 from harness import register_pruner
-from harness.criteria import distance_to_others
 from harness.pruning import ScoredFilterPruner
+from harness.pruning.criteria import distance_to_others
 
 
 @register_pruner("fpgm", paper="He et al., Filter Pruning via Geometric Median for Deep CNN Acceleration, CVPR 2019")

@@ -1,7 +1,7 @@
 """Global magnitude pruning (Han et al., Learning both Weights and Connections, NeurIPS 2015)."""
 
 from harness import register_pruner
-from harness.unstructured import UnstructuredPruner
+from harness.pruning.unstructured import UnstructuredPruner
 
 
 @register_pruner("global_magnitude", paper="Han et al., Learning both Weights and Connections for Efficient Neural Networks, NeurIPS 2015")

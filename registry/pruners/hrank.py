@@ -3,8 +3,8 @@
 from torch import nn
 
 from harness import FilterPruner, PruneContext, register_pruner
-from harness.criteria import ActivationStatImportance, feature_map_rank
 from harness.pruning import GroupImportance
+from harness.pruning.criteria import ActivationStatImportance, feature_map_rank
 
 
 @register_pruner("hrank", paper="Lin et al., HRank: Filter Pruning using High-Rank Feature Map, CVPR 2020")

@@ -3,8 +3,8 @@
 from torch import nn
 
 from harness import FilterPruner, PruneContext, register_pruner
-from harness.criteria import KLImportance
 from harness.pruning import GroupImportance
+from harness.pruning.criteria import KLImportance
 
 
 @register_pruner("kl_divergence", paper="Luo & Wu, Neural Network Pruning with Residual-Connections and Limited-Data, CVPR 2020")

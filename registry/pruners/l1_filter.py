@@ -3,8 +3,8 @@
 from torch import Tensor
 
 from harness import register_pruner
-from harness.criteria import l1_norm
 from harness.pruning import ScoredFilterPruner
+from harness.pruning.criteria import l1_norm
 
 
 @register_pruner("l1_filter", paper="Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017")

@@ -3,8 +3,8 @@
 from torch import Tensor
 
 from harness import register_pruner
-from harness.criteria import l2_norm
 from harness.pruning import ScoredFilterPruner
+from harness.pruning.criteria import l2_norm
 
 
 @register_pruner("l2_filter", paper="He et al., Soft Filter Pruning, IJCAI 2018 (L2 variant of Li et al. 2017)")

@@ -3,7 +3,7 @@
 from torch import Tensor, nn
 
 from harness import PruneContext, register_pruner
-from harness.layer_pruning import Block, LayerPruner, block_expected_abs
+from harness.pruning.layers import Block, LayerPruner, block_expected_abs
 
 
 @register_pruner("layer_expected_abs", paper="Tan & Motani, DropNet, ICML 2020 (block level, as in Jordao's DeepPruning)")

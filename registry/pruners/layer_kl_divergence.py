@@ -3,7 +3,7 @@
 from torch import Tensor, nn
 
 from harness import PruneContext, register_pruner
-from harness.layer_pruning import Block, LayerPruner, block_kl
+from harness.pruning.layers import Block, LayerPruner, block_kl
 
 
 @register_pruner("layer_kl_divergence", paper="Luo & Wu, CVPR 2020 criterion applied to blocks (as in Jordao's DeepPruning)")

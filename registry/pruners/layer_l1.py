@@ -3,7 +3,7 @@
 from torch import Tensor, nn
 
 from harness import PruneContext, register_pruner
-from harness.layer_pruning import Block, LayerPruner, block_weight_l1
+from harness.pruning.layers import Block, LayerPruner, block_weight_l1
 
 
 @register_pruner("layer_l1", paper="Li et al., ICLR 2017 criterion applied to blocks (as in Jordao et al., JSTSP 2020)")

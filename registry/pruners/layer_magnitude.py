@@ -1,7 +1,7 @@
 """Layer-wise magnitude pruning (Han et al. 2015 with the same sparsity in every layer)."""
 
 from harness import register_pruner
-from harness.unstructured import UnstructuredPruner
+from harness.pruning.unstructured import UnstructuredPruner
 
 
 @register_pruner("layer_magnitude", paper="Han et al., NeurIPS 2015, uniform per-layer sparsity (cf. Zhu & Gupta 2017)")

@@ -3,7 +3,7 @@
 from torch import Tensor, nn
 
 from harness import PruneContext, register_pruner
-from harness.layer_pruning import Block, LayerPruner, block_pls_vip
+from harness.pruning.layers import Block, LayerPruner, block_pls_vip
 
 
 @register_pruner("layer_pls_vip", paper="Jordao et al., Discriminative Layer Pruning for Convolutional Neural Networks, IEEE JSTSP 2020")

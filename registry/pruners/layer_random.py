@@ -4,7 +4,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import PruneContext, register_pruner
-from harness.layer_pruning import Block, LayerPruner
+from harness.pruning.layers import Block, LayerPruner
 
 
 @register_pruner("layer_random", paper="Random layer pruning baseline (e.g. Jordao et al., JSTSP 2020)")

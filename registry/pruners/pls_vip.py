@@ -3,8 +3,8 @@
 from torch import nn
 
 from harness import FilterPruner, PruneContext, register_pruner
-from harness.criteria import PLSVIPImportance
 from harness.pruning import GroupImportance
+from harness.pruning.criteria import PLSVIPImportance
 
 
 @register_pruner("pls_vip", paper="Jordao et al., Pruning Deep Neural Networks using Partial Least Squares, 2018/2020")

@@ -3,8 +3,8 @@
 from torch import nn
 
 from harness import FilterPruner, PruneContext, register_pruner
-from harness.criteria import TaylorImportance
 from harness.pruning import GroupImportance
+from harness.pruning.criteria import TaylorImportance
 
 
 @register_pruner("taylor", paper="Molchanov et al., Importance Estimation for Neural Network Pruning, CVPR 2019")

@@ -1,0 +1,1 @@
+"""The contracts: what a plugin author and every other part of the harness rely on, and nothing else."""

@@ -1,0 +1,169 @@
+"""The config dataclasses every stage reads: training, fine-tuning, evaluation, attacks, pruners, jobs.
+
+Free of TOML and of the plugin registries: `harness.engine.grid` parses files into these and checks plugin names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+from harness.api.errors import GridError
+from harness.api.keys import key_of
+
+REGIMES = ("standard", "pgd_at", "trades")
+ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """What every training stage shares: SGD with momentum and a cosine schedule over `epochs`."""
+
+    epochs: int = 2
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+
+@dataclass(frozen=True)
+class TrainConfig(SGDConfig):
+    """SGD training settings, on clean images (standard) or with an adversarial-training regime."""
+
+    epochs: int = 10
+    lr: float = 0.1
+    n_train: int | None = None  # a random subset of the training set (None = all)
+    regime: str = "standard"  # standard | pgd_at (Madry et al. 2018) | trades (Zhang et al. 2019)
+    adv_eps: float | str | None = None  # Linf budget of the training attack; None = the dataset's eps_linf
+    adv_steps: int = 7
+    adv_step_size: float | str | None = None  # None = adv_eps / 4 (2/255 at 8/255, as Madry et al. on CIFAR)
+    trades_beta: float = 6.0  # weight of the TRADES robustness (KL) term
+
+    def __post_init__(self) -> None:
+        where = "[train]"
+        if self.regime not in REGIMES:
+            raise GridError(f"{where}: unknown regime {self.regime!r}; accepted: {', '.join(REGIMES)}.")
+        for key in ("adv_eps", "adv_step_size"):
+            value = getattr(self, key)
+            if value is not None:
+                object.__setattr__(self, key, parse_eps(value, f"{where} {key}"))  # '8/255' -> 0.0313...
+        if not isinstance(self.adv_steps, int) or isinstance(self.adv_steps, bool) or self.adv_steps < 1:
+            raise GridError(f"{where}: adv_steps must be an integer >= 1, got {self.adv_steps!r}.")
+        defaults = {k: TrainConfig.__dataclass_fields__[k].default for k in ADV_KEYS}
+        if self.regime == "standard" and any(getattr(self, k) != v for k, v in defaults.items()):
+            set_keys = [k for k, v in defaults.items() if getattr(self, k) != v]
+            raise GridError(
+                f"{where}: {', '.join(set_keys)} only apply to adversarial regimes; set regime = 'pgd_at' or "
+                "'trades', or remove them."
+            )
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(SGDConfig):
+    """Fine-tuning after pruning (SGDConfig's defaults)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings: how many test examples are attacked and in what batches."""
+
+    n_examples: int | None = 1000
+    batch_size: int = 256
+    measure_latency: bool = True
+    sanity_examples: int = 64  # examples the extra sanity-check attacks run on (0 = only checks needing no extra runs)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack with its eps list and parameters."""
+
+    name: str
+    eps: tuple[float, ...]
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for hashing and storage."""
+        return {"name": self.name, "eps": list(self.eps), "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """A pruner with its parameters."""
+
+    name: str
+    params: tuple[tuple[str, Any], ...] = ()
+    # sha256 of a submitted pruner's file: a replaced submission must never reuse the old results.
+    code: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Name plus non-default parameters, for tables."""
+        return self.name + (f"({', '.join(f'{k}={v}' for k, v in self.params)})" if self.params else "")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that defines one job: train a dense model, prune it, fine-tune, evaluate under attack."""
+
+    dataset: str
+    architecture: str
+    seed: int
+    pruner: PrunerSpec
+    sparsity: float
+    train: TrainConfig
+    finetune: FinetuneConfig
+    eval: EvalConfig
+    attacks: tuple[AttackSpec, ...]
+
+    def dense_params(self) -> dict[str, Any]:
+        """What defines the dense (unpruned) model."""
+        return {"dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": asdict(self.train)}
+
+    def pruned_params(self) -> dict[str, Any]:
+        """What defines the pruned, fine-tuned model."""
+        base = {"dense": self.dense_params(), "pruner": self.pruner.name, "pruner_params": dict(self.pruner.params)}
+        if self.pruner.code:
+            base["pruner_code"] = self.pruner.code
+        if self.pruner.name == "none":
+            return base
+        return base | {"sparsity": self.sparsity, "finetune": asdict(self.finetune)}
+
+    def params(self) -> dict[str, Any]:
+        """Canonical parameters of the whole job."""
+        return {
+            "pruned": self.pruned_params(),
+            "eval": asdict(self.eval),
+            "attacks": [a.as_dict() for a in self.attacks],
+        }
+
+    @property
+    def dense_key(self) -> str:
+        """Cache key of the dense model."""
+        return key_of(self.dense_params())
+
+    @property
+    def pruned_key(self) -> str:
+        """Cache key of the pruned model."""
+        return key_of(self.pruned_params())
+
+    @property
+    def key(self) -> str:
+        """Key of the job (unique in the store)."""
+        return key_of(self.params())
+
+
+def parse_eps(value: Any, where: str) -> float:
+    """A number, or a fraction string like '8/255'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = float(value)
+    elif isinstance(value, str):
+        try:
+            out = float(Fraction(value.replace(" ", "")))
+        except (ValueError, ZeroDivisionError):
+            raise GridError(f"{where}: eps {value!r} is not a number or a fraction like '8/255'.") from None
+    else:
+        raise GridError(f"{where}: eps {value!r} must be a number or a fraction string like '8/255'.")
+    if out < 0:
+        raise GridError(f"{where}: eps must be >= 0, got {value!r}.")
+    return out

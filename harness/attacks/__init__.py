@@ -1,0 +1,1 @@
+"""Attack algorithms, one module each; `registry/attacks/` registers them as plugins."""

@@ -1,0 +1,256 @@
+"""The `harness` command line: a thin layer over the library that turns HarnessError into exit codes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from harness.api.errors import HarnessError
+
+app = typer.Typer(help="Benchmark how pruning changes the adversarial robustness of CNNs.", no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+class Kind(str, Enum):
+    """What `harness list` can list."""
+
+    pruners = "pruners"
+    architectures = "architectures"
+    attacks = "attacks"
+    datasets = "datasets"
+    grids = "grids"
+
+
+class Format(str, Enum):
+    """Output formats of `harness results`."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _fail(exc: HarnessError) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).")]
+
+
+@app.command()
+def run(
+    grid: Annotated[str, typer.Option(help="Built-in grid name or path to a .toml grid.")] = "smoke",
+    db: DbOpt = Path("results.db"),
+    site_dir: Annotated[Path, typer.Option(help="Where to render the leaderboard.")] = Path("site"),
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (e.g. CIFAR-10).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint and dataset cache (default: .harness beside the DB).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Recompute everything, ignoring cached results and checkpoints.")] = False,
+    workers: Annotated[int, typer.Option(help="CPU worker processes (0 = run in this process).")] = 1,
+    devices: Annotated[Optional[str], typer.Option(help="GPUs to use, e.g. 0,2 (default: all visible with --device cuda).")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Per-task time limit in seconds.")] = None,
+    retries: Annotated[int, typer.Option(help="Retries of a task after a transient failure (worker crash, OOM).")] = 1,
+) -> None:
+    """Run a grid: train, prune, fine-tune, attack; store results and render the site."""
+    from harness.scheduling.runner import RunOptions
+    from harness.scheduling.runner import run as run_grid
+
+    try:
+        device_ids = [int(d) for d in devices.split(",")] if devices else None
+    except ValueError:
+        _fail(HarnessError(f"--devices {devices!r} must be comma-separated GPU indices, e.g. 0,2."))
+    opts = RunOptions(
+        grid=grid, db=db, site_dir=site_dir, device=device, devices=device_ids, workers=workers, executor=executor,
+        address=address, data_dir=data_dir, cache_dir=cache_dir, fresh=fresh, timeout_s=timeout, retries=retries,
+    )
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    try:
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task("jobs", total=None)
+
+            failed = 0
+
+            def progress(event: str, job, finished: int, total: int) -> None:  # type: ignore[no-untyped-def]
+                nonlocal failed
+                label = f"{job.dataset}/{job.architecture}/{job.pruner.label}@{job.sparsity:g}/s{job.seed}"
+                failed += event == "failed"
+                bar.update(task, total=total, completed=finished, description=f"{label} ({failed} failed)")
+                if event == "failed":
+                    err.print(f"[red]failed[/] {label}")
+
+            summary = run_grid(opts, progress)
+    except HarnessError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("interrupted: running jobs marked 'interrupted'; rerun to finish them")
+        raise typer.Exit(130) from None
+    console.print(
+        f"grid [bold]{summary.grid}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
+        f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {db}; site in {site_dir}/index.html"
+    )
+    for key, line in summary.failed:
+        err.print(f"  [red]{key}[/]: {line}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Kind, typer.Argument(help="What to list.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List registered plugins or built-in grids."""
+    if kind is Kind.grids:
+        from harness.engine.grid import builtin_grids, load_grid
+
+        items = []
+        for name, path in builtin_grids().items():
+            try:
+                g = load_grid(str(path))
+                items.append({"name": name, "description": g.description, "jobs": len(g.jobs), "path": str(path)})
+            except HarnessError as exc:
+                items.append({"name": name, "description": f"invalid: {exc}", "jobs": 0, "path": str(path)})
+    else:
+        from harness.api.plugins import REGISTRIES
+
+        items = []
+        for e in REGISTRIES[kind.value].entries():
+            d = e.as_dict()
+            if kind in (Kind.pruners, Kind.attacks):
+                d["family" if kind is Kind.pruners else "threat_model"] = getattr(e.obj, "family" if kind is Kind.pruners else "threat_model", "")
+            items.append(d)
+    if as_json:
+        typer.echo(json.dumps(items, indent=2))
+        return
+    table = Table(title=kind.value)
+    cols = ["name", "jobs", "description"] if kind is Kind.grids else ["name"] + (["family"] if kind is Kind.pruners else ["threat_model"] if kind is Kind.attacks else []) + ["description"]
+    for c in cols:
+        table.add_column(c)
+    for it in items:
+        table.add_row(*(str(it.get(c, "")) for c in cols))
+    console.print(table)
+
+
+@app.command()
+def status(db: DbOpt = Path("results.db")) -> None:
+    """Jobs by state in the database, with the first line of each failure."""
+    from harness.store.queries import failed_jobs, runs_in_flight, status_counts
+    from harness.store.session import Store
+
+    try:
+        store = Store(db, readonly=True)
+    except HarnessError as exc:
+        _fail(exc)
+    with store.session() as s:
+        counts = status_counts(s)
+        flight = runs_in_flight(s)
+        failures = [(j.key, j.pruner_label, j.architecture, (j.error or "").strip().splitlines()[-1:] or [""]) for j in failed_jobs(s)]
+    table = Table(title=f"jobs in {db}")
+    table.add_column("state")
+    table.add_column("jobs", justify="right")
+    for state, n in counts.items():
+        table.add_row(state, str(n))
+    console.print(table)
+    for key, pruner, arch, line in failures:
+        console.print(f"[red]failed[/] {key} {arch}/{pruner}: {line[0]}", highlight=False)
+    for r in flight:
+        eta = f"ETA {r.eta_s / 60:.1f} min" if r.eta_s is not None else "ETA unknown until a job finishes"
+        console.print(f"run {r.run_id} ({r.grid}) in flight: {r.done} done, {r.failed} failed of {r.todo}; "
+                      f"{r.elapsed_s / 60:.1f} min elapsed, {eta}", highlight=False)
+
+
+@app.command()
+def results(
+    db: DbOpt = Path("results.db"),
+    format: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
+) -> None:
+    """Every stored number, one row per (job, metric)."""
+    from harness.store.queries import result_rows
+    from harness.store.session import Store
+
+    try:
+        store = Store(db, readonly=True)
+    except HarnessError as exc:
+        _fail(exc)
+    with store.session() as s:
+        rows = [r.as_dict() for r in result_rows(s)]
+    if format is Format.json:
+        typer.echo(json.dumps(rows, indent=1))
+    elif format is Format.csv:
+        fields = list(rows[0]) if rows else ["job_key", "metric", "value"]
+        w = csv.DictWriter(sys.stdout, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        table = Table()
+        for c in ["job_key", "dataset", "architecture", "pruner", "sparsity", "seed", "metric", "attack", "eps", "value"]:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c] if r[c] is not None else "") for c in r))
+        console.print(table)
+
+
+@app.command()
+def site(
+    db: DbOpt = Path("results.db"),
+    site_dir: Annotated[Path, typer.Option(help="Output folder.")] = Path("site"),
+) -> None:
+    """Re-render the static leaderboard from the database."""
+    from harness.site.build import build_site
+    from harness.store.session import Store
+
+    try:
+        index = build_site(Store(db, readonly=True), site_dir)
+    except HarnessError as exc:
+        _fail(exc)
+    console.print(f"wrote {index}")
+
+
+@app.command()
+def report(
+    db: DbOpt = Path("results.db"),
+    out: Annotated[Optional[Path], typer.Option(help="Write the Markdown here instead of printing it.")] = None,
+    title: Annotated[str, typer.Option(help="Heading of the report.")] = "Study results",
+) -> None:
+    """Markdown report of the study: paired changes against the dense models, with confidence intervals."""
+    from harness.site.report import report as make_report
+    from harness.store.session import Store
+
+    try:
+        text = make_report(Store(db, readonly=True), title)
+    except HarnessError as exc:
+        _fail(exc)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n")
+        console.print(f"wrote {out}")
+
+
+def main() -> None:
+    """Entry point for `python -m harness`."""
+    app()
+
+
+from harness.cli.submit import submit  # noqa: E402  (the command lives in its own module)
+
+app.command()(submit)

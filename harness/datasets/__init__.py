@@ -1,0 +1,1 @@
+"""Dataset readers: image files on disk (IDX, CIFAR pickles, ImageFolder trees) decoded once and cached."""

@@ -1,0 +1,189 @@
+"""Grid files (TOML): validation with one-line errors, and expansion into job specifications."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from harness.api.config import (
+    AttackSpec,
+    EvalConfig,
+    FinetuneConfig,
+    JobSpec,
+    PrunerSpec,
+    TrainConfig,
+    parse_eps,
+)
+from harness.api.errors import GridError, HarnessError
+from harness.api.paths import GRIDS_DIR
+from harness.api.plugins import architectures, attacks, datasets, pruners
+
+TOP_KEYS = {
+    "name": str,
+    "description": str,
+    "datasets": list,
+    "architectures": list,
+    "pruners": list,
+    "sparsities": list,
+    "attacks": list,
+    "seeds": list,
+    "train": dict,
+    "finetune": dict,
+    "eval": dict,
+}
+REQUIRED = ("datasets", "architectures", "pruners", "attacks")
+
+
+@dataclass
+class Grid:
+    """A validated grid."""
+
+    name: str
+    description: str
+    path: str
+    jobs: list[JobSpec] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def datasets(self) -> list[str]:
+        """Dataset names used by the jobs, in order of first use."""
+        return list(dict.fromkeys(j.dataset for j in self.jobs))
+
+
+def builtin_grids() -> dict[str, Path]:
+    """Built-in grid names -> files."""
+    return {p.stem: p for p in sorted(GRIDS_DIR.glob("*.toml"))}
+
+
+def resolve(grid: str) -> Path:
+    """A built-in grid name or a path to a TOML file."""
+    known = builtin_grids()
+    if grid in known:
+        return known[grid]
+    path = Path(grid)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise GridError(f"Grid file {grid} does not exist; pass a built-in name ({', '.join(known)}) or a TOML path.")
+        return path
+    import difflib
+
+    close = difflib.get_close_matches(grid, known, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise GridError(f"Unknown grid {grid!r}.{hint} Built-in grids: {', '.join(known)}; or pass a path to a .toml file.")
+
+
+def load_grid(grid: str) -> Grid:
+    """Parse, validate and expand a grid; raises GridError with a one-line message."""
+    path = resolve(grid)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise GridError(f"{path}: not valid TOML ({exc}).") from None
+    return parse_grid(raw, name=path.stem, path=str(path))
+
+
+def _section(raw: dict[str, Any], key: str, cls: type, where: str) -> Any:
+    table = raw.get(key, {})
+    allowed = cls.__dataclass_fields__
+    for k in table:
+        if k not in allowed:
+            raise GridError(f"{where}: unknown key [{key}].{k}; accepted keys: {', '.join(allowed)}.")
+    try:
+        return cls(**table)
+    except TypeError as exc:
+        raise GridError(f"{where}: bad [{key}] table ({exc}).") from None
+    except GridError as exc:  # a config's own validation (e.g. TrainConfig's regime)
+        raise GridError(f"{where}: {exc}") from None
+
+
+def _names(raw: dict[str, Any], key: str, registry: Any, where: str) -> list[str]:
+    values = raw[key]
+    if not values or not all(isinstance(v, str) for v in values):
+        raise GridError(f"{where}: '{key}' must be a non-empty list of names.")
+    for v in values:
+        _check_plugin(registry, v, where, key)
+    return values
+
+
+def _check_plugin(registry: Any, name: str, where: str, key: str) -> None:
+    try:
+        registry.get(name)
+    except HarnessError as exc:
+        raise GridError(f"{where}: '{key}': {exc}") from None
+
+
+def _plugin_params(cls: type, params: dict[str, Any], name: str, where: str) -> None:
+    """Instantiate once so an unknown or mistyped parameter fails before anything runs."""
+    try:
+        cls(**params)
+    except TypeError as exc:
+        raise GridError(f"{where}: bad parameters for {name!r}: {exc}.") from None
+    except HarnessError as exc:
+        raise GridError(f"{where}: bad parameters for {name!r}: {exc}") from None
+
+
+def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") -> Grid:
+    """Validate a parsed grid table and expand its cross product into jobs."""
+    where = f"grid {path}"
+    for k, v in raw.items():
+        if k not in TOP_KEYS:
+            raise GridError(f"{where}: unknown key {k!r}; accepted keys: {', '.join(TOP_KEYS)}.")
+        if not isinstance(v, TOP_KEYS[k]):
+            raise GridError(f"{where}: {k!r} must be a {TOP_KEYS[k].__name__}, got {type(v).__name__}.")
+    for k in REQUIRED:
+        if k not in raw:
+            raise GridError(f"{where}: missing required key {k!r}.")
+    ds = _names(raw, "datasets", datasets, where)
+    archs = _names(raw, "architectures", architectures, where)
+
+    pspecs = []
+    for p in raw["pruners"]:
+        table = {"name": p} if isinstance(p, str) else dict(p) if isinstance(p, dict) else None
+        if table is None or not isinstance(table.get("name"), str):
+            raise GridError(f"{where}: each 'pruners' entry must be a name or a table with a 'name'.")
+        pname = table.pop("name")
+        _check_plugin(pruners, pname, where, "pruners")
+        _plugin_params(pruners.get(pname).obj, table, pname, where)
+        entry = pruners.get(pname)
+        pspecs.append(PrunerSpec(pname, tuple(sorted(table.items())), entry.metadata.get("submission_sha256")))
+
+    sparsities = raw.get("sparsities", [0.5])
+    for s in sparsities:
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0.0 <= s < 1.0:
+            raise GridError(f"{where}: 'sparsities' values must be numbers in [0, 1), got {s!r}.")
+
+    aspecs = []
+    for a in raw["attacks"]:
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str):
+            raise GridError(f"{where}: each 'attacks' entry must be a table with 'name' and 'eps'.")
+        table = dict(a)
+        aname = table.pop("name")
+        _check_plugin(attacks, aname, where, "attacks")
+        eps = table.pop("eps", None)
+        eps_list = eps if isinstance(eps, list) else [eps] if eps is not None else None
+        if not eps_list:
+            raise GridError(f"{where}: attack {aname!r} needs 'eps' (a number or a list, e.g. ['8/255']).")
+        _plugin_params(attacks.get(aname).obj, table, aname, where)
+        aspecs.append(AttackSpec(aname, tuple(parse_eps(e, f"{where}: attack {aname!r}") for e in eps_list), tuple(sorted(table.items()))))
+
+    seeds = raw.get("seeds", [0])
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise GridError(f"{where}: 'seeds' must be a non-empty list of integers.")
+    train = _section(raw, "train", TrainConfig, where)
+    finetune = _section(raw, "finetune", FinetuneConfig, where)
+    evalc = _section(raw, "eval", EvalConfig, where)
+
+    jobs: list[JobSpec] = []
+    seen: set[str] = set()
+    for d, a, seed, p in itertools.product(ds, archs, seeds, pspecs):
+        # The dense baseline has no sparsity axis: one job per (dataset, architecture, seed).
+        for s in [0.0] if pruners.get(p.name).obj.family == "none" else sparsities:
+            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs))
+            if job.key not in seen:
+                seen.add(job.key)
+                jobs.append(job)
+    return Grid(name=str(raw.get("name", name)), description=str(raw.get("description", "")), path=path, jobs=jobs, raw=raw)

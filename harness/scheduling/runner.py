@@ -1,0 +1,175 @@
+"""Runs a grid: validate everything first, then schedule the jobs not yet done; only this process writes the DB."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.api.config import JobSpec
+from harness.api.errors import HarnessError
+from harness.api.plugins import datasets
+from harness.engine.grid import Grid, load_grid
+from harness.engine.provenance import environment
+from harness.scheduling.dag import build_dag
+from harness.scheduling.executors import (
+    Executor,
+    InlineExecutor,
+    LocalExecutor,
+    cpu_threads,
+)
+from harness.scheduling.scheduler import Policy, Scheduler
+from harness.scheduling.stubs import register_stubs
+from harness.scheduling.worker import WorkerConfig
+from harness.store.session import Store, owner_id
+
+ProgressFn = Callable[[str, JobSpec, int, int], None]  # (event, job, finished, total)
+
+
+@dataclass
+class RunOptions:
+    """What `harness run` was asked to do."""
+
+    grid: str = "smoke"
+    db: Path = Path("results.db")
+    site_dir: Path | None = Path("site")
+    device: str = "auto"
+    devices: list[int] | None = None
+    workers: int = 1
+    executor: str = "local"  # local | ray
+    address: str | None = None
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    fresh: bool = False
+    timeout_s: float | None = None
+    retries: int = 1
+    # Plugin files imported in worker processes only (submissions), with stubs describing them to the driver.
+    plugin_files: list[Path] = field(default_factory=list)
+    pruner_stubs: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def cache_root(self) -> Path:
+        """Artifacts and decoded datasets live beside the DB unless told otherwise."""
+        return (self.cache_dir or Path(self.db).resolve().parent / ".harness").resolve()
+
+
+@dataclass
+class RunSummary:
+    """What a run did."""
+
+    grid: str
+    total: int
+    cached: int = 0
+    done: int = 0
+    by_others: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; a cuda request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise HarnessError(f"Unknown device {name!r}; use auto, cpu, cuda or cuda:N.")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError("--device cuda asked for, but torch sees no CUDA device; use --device cpu or auto.")
+    return torch.device(name)
+
+
+def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]:
+    """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores."""
+    def cfg(dev: str, threads: int) -> WorkerConfig:
+        return WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh, [Path(opts.db).resolve()])
+
+    if device.type == "cuda":
+        ids = opts.devices if opts.devices is not None else ([device.index] if device.index is not None else list(range(torch.cuda.device_count())))
+        bad = [i for i in ids if not 0 <= i < torch.cuda.device_count()]
+        if bad:
+            raise HarnessError(f"--devices {bad} not visible; this machine has {torch.cuda.device_count()} CUDA device(s).")
+        return [cfg(f"cuda:{i}", 0) for i in ids]
+    n = max(1, opts.workers)
+    return [cfg("cpu", cpu_threads(n)) for _ in range(n)]
+
+
+def make_executor(opts: RunOptions, configs: list[WorkerConfig]) -> Executor:
+    """The executor named by the options."""
+    if opts.executor == "ray":
+        from harness.scheduling.ray import RayExecutor
+
+        return RayExecutor(configs, address=opts.address)
+    if opts.executor != "local":
+        raise HarnessError(f"Unknown executor {opts.executor!r}; use local or ray.")
+    if opts.workers == 0:
+        return InlineExecutor(configs[0])
+    return LocalExecutor(configs)
+
+
+def check_datasets(grid: Grid, jobs: list[JobSpec], opts: RunOptions) -> None:
+    """Load each dataset the pending jobs need, so a missing one fails before the DB is touched."""
+    for name in dict.fromkeys(j.dataset for j in jobs):
+        datasets.get(name).obj(data_dir=opts.data_dir, cache_dir=opts.cache_root)
+
+
+def job_fields(job: JobSpec) -> dict[str, object]:
+    """Columns of a new job row."""
+    return {
+        "dataset": job.dataset,
+        "architecture": job.architecture,
+        "pruner": job.pruner.name,
+        "pruner_label": job.pruner.label,
+        "sparsity": job.sparsity,
+        "seed": job.seed,
+        "dense_key": job.dense_key,
+        "pruned_key": job.pruned_key,
+        "params": job.params(),
+    }
+
+
+def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
+    """Run a grid to completion; failed jobs are recorded and do not stop the others."""
+    t0 = time.perf_counter()
+    register_stubs(opts.pruner_stubs)
+    grid = load_grid(opts.grid)
+    device = resolve_device(opts.device)
+    configs = worker_configs(opts, device)
+    summary = RunSummary(grid.name, len(grid.jobs))
+    done_before: set[str] = set()
+    if Path(opts.db).exists() and not opts.fresh:
+        # Read-only: a run that fails validation below must leave the file byte-for-byte unchanged.
+        reader = Store(opts.db, readonly=True)
+        done_before = reader.done_keys(j.key for j in grid.jobs)
+        reader.close()
+    todo = [j for j in grid.jobs if j.key not in done_before]
+    summary.cached = len(grid.jobs) - len(todo)
+    check_datasets(grid, todo, opts)
+    if todo:
+        tasks = build_dag(todo, opts.cache_root / "artifacts", fresh=opts.fresh)
+        executor = make_executor(opts, configs)
+        store = Store(opts.db)
+        store.reset_stale()
+        env = environment(device)
+        run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env, n_todo=len(todo))
+        store.add_jobs(run_id, [(j.key, job_fields(j)) for j in todo])
+        owner = owner_id(run_id)
+        executor.start()
+        try:
+            sched = Scheduler(tasks, store, run_id, owner, executor, Policy(opts.timeout_s, opts.retries), progress)
+            # Provenance of the environment is the driver's; workers add what they ran.
+            tally = sched.run()
+        finally:
+            executor.shutdown()
+        summary.done, summary.failed, summary.by_others = tally.done, tally.failed, tally.by_others
+        store.finish_run(run_id, summary.done, len(summary.failed), summary.cached)
+        store.close()
+    if opts.site_dir is not None and Path(opts.db).exists():
+        from harness.site.build import build_site
+
+        reader = Store(opts.db, readonly=True)
+        build_site(reader, opts.site_dir)
+        reader.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary

@@ -1,0 +1,1 @@
+"""The static leaderboard and the study report, rendered from the store's query functions."""

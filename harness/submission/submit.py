@@ -1,0 +1,385 @@
+"""`harness submit`: check a pruner file in a separate process, record it in the registry, run it on a grid.
+
+The submission's code never runs in this process: checks run in a child forked from a preloaded server
+(`harness.submission.check`), grid jobs in the runner's worker processes; this process only reads the
+child's report, copies the file, and drives the run that writes the DB.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+import harness
+from harness.api.errors import HarnessError, SubmissionError
+from harness.api.paths import REPO
+
+# No __init__.py in this folder: the built-in loader (pkgutil over the `registry` package) never imports it.
+SUBMISSIONS_DIR = REPO / "registry" / "submissions"
+INDEX = "index.json"
+KILL_GRACE_S = 5.0
+
+_CTX = mp.get_context("forkserver")
+# Forked checks inherit torch and every built-in plugin from the server, so each costs a fork, not an import.
+_CTX.set_forkserver_preload(["harness.submission.check"])
+
+
+@dataclass
+class SubmitOptions:
+    """What `harness submit` was asked to do."""
+
+    grid: str = "smoke"
+    db: Path = Path("results.db")
+    site_dir: Path | None = Path("site")
+    device: str = "auto"
+    workers: int = 1
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    submissions_dir: Path = SUBMISSIONS_DIR
+    replace: bool = False
+    dry_run: bool = False
+    time_limit_s: float = 300.0
+    memory_mb: int = 4096
+    sparsity: float = 0.5
+    sandbox: bool = False
+
+
+@dataclass
+class SubmitResult:
+    """What a submit did: the checked entry, where it was recorded, and the grid run (None for --dry-run)."""
+
+    name: str
+    sha256: str
+    report: dict[str, Any]
+    recorded: Path | None = None
+    summary: Any = None  # harness.runner.RunSummary
+    grid_file: Path | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def sha256_of(data: bytes) -> str:
+    """Hex sha256 of a file's bytes: the identity of a submission."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def syntax_check(source: bytes, path: Path) -> None:
+    """Compile (never execute) the file, so a syntax error is reported before any process starts."""
+    try:
+        compile(source, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise SubmissionError(f"{path}: syntax error at line {exc.lineno}, column {exc.offset}: {exc.msg}; fix the file and submit again.") from None
+    except ValueError as exc:  # e.g. null bytes
+        raise SubmissionError(f"{path}: not a Python source file ({exc}).") from None
+
+
+# ---------------------------------------------------------------- the check process
+
+
+def _kill_group(proc: Any) -> None:
+    """SIGKILL the check process and anything it started (it leads its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+
+
+def _child(path: str, limits: dict[str, Any], conn: Any) -> None:
+    """Check-process entry; importing the checker here keeps the built-in plugins out of this (parent) process."""
+    from harness.submission.check import child_main
+
+    child_main(path, limits, conn)
+
+
+def run_check(path: Path, limits: dict[str, Any], time_limit_s: float) -> dict[str, Any]:
+    """Run `harness.submission.check` on `path` in a forked process with a wall-clock limit; returns its report."""
+    recv, send = _CTX.Pipe(duplex=False)
+    proc = _CTX.Process(target=_child, args=(str(path), limits, send), daemon=True)
+    proc.start()
+    send.close()
+    report: dict[str, Any] | None = None
+    try:
+        if recv.poll(time_limit_s):
+            try:
+                report = recv.recv()
+            except EOFError:
+                report = None
+        else:
+            _kill_group(proc)
+            return {"ok": False, "check": "timeout", "message": f"runs past the time limit of {time_limit_s:g} s (import plus two dry runs on a tiny model); make it faster or raise --time-limit", "trace": ""}
+    finally:
+        proc.join(KILL_GRACE_S)
+        # Also ends anything the submission started and left running in the check's process group.
+        _kill_group(proc)
+        proc.join()
+        recv.close()
+    if report is None:
+        code = proc.exitcode
+        why = f"was killed by signal {signal.Signals(-code).name} (out of memory?)" if code is not None and code < 0 else f"exited with code {code} (does the submission call sys.exit or os._exit?)"
+        return {"ok": False, "check": "crash", "message": f"the check process {why} before reporting", "trace": ""}
+    return report
+
+
+def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = None, shown: Path | None = None) -> dict[str, Any]:
+    """Every contract check on `path` in a separate process; the report, or SubmissionError with the reason.
+
+    `shown` is the path to name in messages when `path` is a private copy of the user's file.
+    """
+    shown = shown or path
+    source = path.read_bytes()
+    syntax_check(source, shown)
+    db = Path(opts.db).resolve()
+    guarded = [db, Path(opts.submissions_dir).resolve() / INDEX] + list(protected or [])
+    read_only = [REPO, db.parent, Path(opts.submissions_dir).resolve()] + ([Path(opts.site_dir).resolve()] if opts.site_dir else [])
+    limits = {
+        "memory_mb": opts.memory_mb,
+        "sparsity": opts.sparsity,
+        "protected": [str(p) for p in guarded],
+        "sandbox": opts.sandbox,
+        "read_only": [str(p) for p in read_only],
+    }
+    report = run_check(path, limits, opts.time_limit_s)
+    if not report.get("ok"):
+        if report.get("check") == "sandbox":
+            raise HarnessError(report["message"])
+        message = report["message"].rstrip(".")
+        if report.get("check") == "memory":
+            message += f" ({opts.memory_mb} MiB beyond the harness's own); use less, or raise --memory-mb if it is legitimate"
+        trace = f"\n{report['trace']}" if report.get("trace") else ""
+        raise SubmissionError(f"{shown}: {message}.{trace}".replace(str(path), str(shown)))
+    return report
+
+
+# ---------------------------------------------------------------- the registry of submissions
+
+
+@contextmanager
+def locked_index(folder: Path) -> Iterator[dict[str, Any]]:
+    """The submissions index under an exclusive lock; written back atomically when the block succeeds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{INDEX}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        index = read_index(folder)
+        before = json.dumps(index, sort_keys=True)
+        yield index
+        if json.dumps(index, sort_keys=True) != before:
+            tmp = folder / f".{INDEX}.tmp"
+            tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, folder / INDEX)
+
+
+def read_index(folder: Path) -> dict[str, Any]:
+    """The submissions index (empty when none was recorded yet)."""
+    path = Path(folder) / INDEX
+    if not path.is_file():
+        return {"format": 1, "submissions": {}}
+    try:
+        index = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path} is not valid JSON ({exc}); restore it from git.") from None
+    index.setdefault("submissions", {})
+    return index
+
+
+def refuse_duplicate(index: dict[str, Any], sha: str) -> None:
+    """A file identical to a recorded submission is refused, whatever its name."""
+    for name, e in index["submissions"].items():
+        if e.get("sha256") == sha:
+            raise SubmissionError(f"duplicate: this file is identical (sha256 {sha[:12]}…) to submission {name!r} recorded {e.get('submitted_at', '')}; nothing to do.")
+
+
+def refuse_taken(index: dict[str, Any], name: str, author: str, replace: bool) -> None:
+    """A recorded name is taken unless --replace comes from the same author."""
+    old = index["submissions"].get(name)
+    if old is None:
+        return
+    if not replace:
+        raise SubmissionError(f"name {name!r} is taken by the submission of {old.get('author')!r} recorded {old.get('submitted_at', '')}; rename your pruner, or pass --replace to update your own entry.")
+    if old.get("author") != author:
+        raise SubmissionError(f"--replace refused: {name!r} was submitted by {old.get('author')!r}, this file's author is {author!r}; only the author may replace an entry.")
+
+
+def record(staged: Path, sha: str, report: dict[str, Any], opts: SubmitOptions, original: Path) -> Path:
+    """Copy the checked file to submissions/<name>.py and add it to index.json; returns the recorded path."""
+    from harness.engine.provenance import git_commit
+
+    name = report["name"]
+    folder = Path(opts.submissions_dir)
+    with locked_index(folder) as index:
+        # Checked again under the lock: another submit may have recorded the same file or name meanwhile.
+        refuse_duplicate(index, sha)
+        refuse_taken(index, name, report["author"], opts.replace)
+        dest = folder / f"{name}.py"
+        shutil.copyfile(staged, dest)
+        index["submissions"][name] = {
+            "file": dest.name,
+            "sha256": sha,
+            "author": report["author"],
+            "description": report["description"],
+            "paper": report["paper"],
+            "url": report["url"],
+            "family": report["family"],
+            "class": report["class"],
+            "original_filename": original.name,
+            "harness_version": harness.__version__,
+            "git_commit": git_commit(),
+            "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dry_run": report["dry_run"],
+        }
+    return dest
+
+
+# ---------------------------------------------------------------- the grid run
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise HarnessError(f"cannot write {type(v).__name__} value {v!r} to a grid file")
+
+
+def to_toml(raw: dict[str, Any]) -> str:
+    """A parsed grid table back as TOML (keys, then tables, then arrays of tables)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict) and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+    for k, v in raw.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                lines += ["", f"[[{k}]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def submission_grid(grid: str, name: str, folder: Path) -> Path:
+    """The grid `grid` (built-in name or file) with its pruners replaced by the dense baseline and `name`."""
+    from harness.engine.grid import resolve
+
+    src = resolve(grid)
+    raw = tomllib.loads(src.read_text())
+    raw["pruners"] = ["none", name]
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{name}-{src.stem}.toml"
+    out.write_text(f"# `harness submit` grid: {src.name} with pruners = none + {name}\n" + to_toml(raw))
+    return out
+
+
+def stub_of(report: dict[str, Any], sha: str) -> dict[str, str]:
+    """What the driver may know about the submission without importing it (sha256: the recorded file's)."""
+    return {k: str(report[k]) for k in ("family", "description", "paper", "author", "url")} | {"sha256": sha}
+
+
+def stale_results(db: Path, name: str, sha: str) -> int:
+    """Done jobs of pruner `name` whose provenance names other code than `sha` (a replaced version's results)."""
+    from harness.store.queries import job_records
+    from harness.store.session import Store
+
+    if not Path(db).exists():
+        return 0
+    store = Store(db, readonly=True)
+    try:
+        with store.session() as s:
+            jobs = [j for j in job_records(s) if j.pruner == name]
+    finally:
+        store.close()
+    return sum(1 for j in jobs if j.provenance.get("plugins", {}).get("pruner", {}).get("sha256") != sha)
+
+
+def leaderboard_rows(db: Path, name: str) -> list[dict[str, Any]]:
+    """The submission's done jobs with clean accuracy and change against dense, for the closing summary."""
+    from harness.store.queries import job_records
+    from harness.store.session import Store
+
+    store = Store(db, readonly=True)
+    try:
+        with store.session() as s:
+            jobs = job_records(s)
+    finally:
+        store.close()
+    dense = {(j.dataset, j.architecture, j.seed): j for j in jobs if j.pruner == "none"}
+    rows = []
+    for j in jobs:
+        if j.pruner != name:
+            continue
+        base = dense.get((j.dataset, j.architecture, j.seed))
+        clean, base_clean = j.get("clean_acc"), base.get("clean_acc") if base else None
+        rows.append({"dataset": j.dataset, "architecture": j.architecture, "sparsity": j.sparsity, "seed": j.seed, "clean_acc": clean, "dense_clean_acc": base_clean})
+    return rows
+
+
+def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None = None) -> SubmitResult:
+    """Check, record and run one submission; any contract failure raises SubmissionError before anything is written."""
+    path = Path(path)
+    if not path.is_file():
+        raise SubmissionError(f"{path}: no such file; pass the path of your pruner file (see `harness submit --template`).")
+    if path.suffix != ".py":
+        raise SubmissionError(f"{path}: a submission is one Python file ending in .py.")
+    if opts.workers < 1:
+        raise SubmissionError(f"--workers {opts.workers}: a submission runs in worker processes only; use 1 or more.")
+    from harness.engine.grid import resolve
+
+    grid_src = resolve(opts.grid)  # a bad --grid fails before anything is checked or written
+    try:
+        tomllib.loads(grid_src.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise HarnessError(f"{grid_src}: not valid TOML ({exc}).") from None
+    source = path.read_bytes()
+    sha = sha256_of(source)
+    refuse_duplicate(read_index(Path(opts.submissions_dir)), sha)
+    with tempfile.TemporaryDirectory(prefix="harness-submit-") as tmp:
+        # The check runs on a private copy, so the bytes recorded are exactly the bytes checked.
+        staged = Path(tmp) / path.name
+        staged.write_bytes(source)
+        report = check_file(staged, opts, shown=path)
+        refuse_taken(read_index(Path(opts.submissions_dir)), report["name"], report["author"], opts.replace)
+        result = SubmitResult(report["name"], sha, report)
+        if opts.dry_run:
+            return result
+        stale = stale_results(Path(opts.db), result.name, sha)
+        if stale:
+            # Job and checkpoint keys hold the pruner's name and parameters, not its code: the run would reuse them.
+            raise SubmissionError(
+                f"{opts.db} holds {stale} result(s) of a pruner named {result.name!r} computed by other code (an earlier version?), "
+                f"which the run would reuse as if computed by this file; submit to a fresh --db and --cache-dir, or under a new name."
+            )
+        result.recorded = record(staged, sha, report, opts, path)
+    from harness.scheduling.runner import RunOptions, run
+
+    run_opts = RunOptions(
+        grid="",
+        db=Path(opts.db),
+        site_dir=opts.site_dir,
+        device=opts.device,
+        workers=opts.workers,
+        data_dir=opts.data_dir,
+        cache_dir=opts.cache_dir,
+        plugin_files=[result.recorded.resolve()],
+        pruner_stubs={result.name: stub_of(report, sha)},
+    )
+    result.grid_file = submission_grid(opts.grid, result.name, run_opts.cache_root / "submission-grids")
+    run_opts.grid = str(result.grid_file)
+    result.summary = run(run_opts, progress)
+    if Path(opts.db).exists():
+        result.rows = leaderboard_rows(Path(opts.db), result.name)
+    return result
