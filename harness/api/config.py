@@ -5,7 +5,7 @@ Free of TOML and of the plugin registries: `harness.engine.grid` parses files in
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -13,6 +13,8 @@ from harness.api.errors import GridError
 from harness.api.keys import key_of
 
 REGIMES = ("standard", "pgd_at", "trades")
+# Training arithmetic: bf16 autocast or plain fp32; "auto" is bf16 on CUDA, fp32 elsewhere (resolved by the runner).
+PRECISIONS = ("auto", "bf16", "fp32")
 ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
 
 
@@ -25,6 +27,12 @@ class SGDConfig:
     batch_size: int = 128
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            where = "[train]" if isinstance(self, TrainConfig) else "[finetune]"
+            raise GridError(f"{where}: unknown precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}.")
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class TrainConfig(SGDConfig):
     trades_beta: float = 6.0  # weight of the TRADES robustness (KL) term
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         where = "[train]"
         if self.regime not in REGIMES:
             raise GridError(f"{where}: unknown regime {self.regime!r}; accepted: {', '.join(REGIMES)}.")
@@ -118,7 +127,7 @@ class JobSpec:
 
     def dense_params(self) -> dict[str, Any]:
         """What defines the dense (unpruned) model."""
-        return {"dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": asdict(self.train)}
+        return {"dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": _keyed(self.train)}
 
     def pruned_params(self) -> dict[str, Any]:
         """What defines the pruned, fine-tuned model."""
@@ -127,7 +136,7 @@ class JobSpec:
             base["pruner_code"] = self.pruner.code
         if self.pruner.name == "none":
             return base
-        return base | {"sparsity": self.sparsity, "finetune": asdict(self.finetune)}
+        return base | {"sparsity": self.sparsity, "finetune": _keyed(self.finetune)}
 
     def params(self) -> dict[str, Any]:
         """Canonical parameters of the whole job."""
@@ -151,6 +160,29 @@ class JobSpec:
     def key(self) -> str:
         """Key of the job (unique in the store)."""
         return key_of(self.params())
+
+
+def _keyed(cfg: SGDConfig) -> dict[str, Any]:
+    """A training config as hashed into keys: fp32, the only arithmetic before `precision` existed, is left out
+    so that results stored before then keep their keys; any other precision is part of the key."""
+    out = asdict(cfg)
+    if out["precision"] == "fp32":
+        del out["precision"]
+    return out
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """"auto" -> "bf16" on CUDA, "fp32" elsewhere; a concrete precision is kept."""
+    if precision != "auto":
+        return precision
+    return "bf16" if device_type == "cuda" else "fp32"
+
+
+def for_device(job: JobSpec, device_type: str) -> JobSpec:
+    """The job with "auto" precisions made concrete for the device it will run on (before any key is taken)."""
+    train = replace(job.train, precision=resolve_precision(job.train.precision, device_type))
+    finetune = replace(job.finetune, precision=resolve_precision(job.finetune.precision, device_type))
+    return replace(job, train=train, finetune=finetune)
 
 
 def parse_eps(value: Any, where: str) -> float:

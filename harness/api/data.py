@@ -66,9 +66,10 @@ def subset(x: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tens
     """A class-balanced-in-expectation random subset of `n` examples (all when n is None or too big)."""
     if n is None or n >= len(y):
         return x, y
+    # Drawn on the CPU whatever the data's device: the same seed picks the same examples on every device.
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(y), generator=g)[:n].sort().values
-    return x[idx], y[idx]
+    return x[idx.to(x.device)], y[idx.to(y.device)]
 
 
 def batches(
@@ -79,9 +80,13 @@ def batches(
     shuffle: bool = False,
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    """Float batches on `device`, optionally shuffled with a seeded generator."""
+    """Float batches on `device`, optionally shuffled with a seeded generator (drawn on the generator's device)."""
     n = len(y)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if shuffle:
+        order = torch.randperm(n, generator=generator, device=generator.device if generator is not None else x.device)
+    else:
+        order = torch.arange(n)
+    order = order.to(x.device)
     for i in range(0, n, batch_size):
         idx = order[i : i + batch_size]
-        yield to_float(x[idx]).to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        yield to_float(x[idx]).to(device, non_blocking=True), y[idx.to(y.device)].to(device, non_blocking=True)

@@ -37,7 +37,8 @@ def file_size(model: nn.Module) -> int:
 def latency_ms(model: nn.Module, example: torch.Tensor, batch: int, repeats: int = 10, warmup: int = 2) -> float:
     """Median wall time of one forward pass on `batch` copies of `example`, in milliseconds."""
     x = example[:1].expand(batch, *example.shape[1:]).contiguous()
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    # Synchronise the model's own device, not whichever device happens to be current in this process.
+    sync = (lambda: torch.cuda.synchronize(x.device)) if x.is_cuda else (lambda: None)
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):

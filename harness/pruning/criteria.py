@@ -87,8 +87,12 @@ def layer_features(model: nn.Module, layers: list[nn.Module], x: Tensor, feature
 
 
 def feature_map_rank(a: Tensor) -> Tensor:
-    """Rank of each (H, W) feature map: (N, C, H, W) -> (N, C)."""
-    return torch.linalg.matrix_rank(a.double()).float()
+    """Rank of each (H, W) feature map: (N, C, H, W) -> (N, C), computed on the CPU.
+
+    Float64 SVDs of many small matrices are slow on GPUs (FP64 rate, one solver launch per batch) and their
+    rank tolerance then depends on the device's solver; on the CPU every device gets LAPACK's ranks.
+    """
+    return torch.linalg.matrix_rank(a.detach().to("cpu", torch.float64)).float()
 
 
 def mean_abs(a: Tensor) -> Tensor:
