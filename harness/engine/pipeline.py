@@ -52,8 +52,8 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
         return model.eval(), meta | {"cached": True}
     model = build_model(job, data, device)
     t0 = time.perf_counter()
-    loss = train(model, data, job.train, job.seed, device, n_train=job.train.n_train)
-    meta = {"train_seconds": time.perf_counter() - t0, "train_loss": loss, "params": job.dense_params()}
+    run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train)
+    meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}
 
@@ -152,6 +152,8 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         Metric("prune_seconds", pmeta["prune_seconds"]),
         Metric("finetune_seconds", pmeta["finetune_seconds"]),
     ]
+    if "train_img_per_s" in dmeta:  # absent from dense checkpoints cached before it was measured
+        metrics.append(Metric("train_img_per_s", dmeta["train_img_per_s"]))
     metrics += cost_metrics(dense, model, data, device, job.eval.measure_latency)
     t = time.perf_counter()
     metrics += evaluate(model, data, job.eval, job.attacks, device, job.seed)

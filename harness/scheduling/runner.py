@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from harness.api.config import JobSpec
+from harness.api.config import JobSpec, for_device
 from harness.api.errors import HarnessError
 from harness.api.plugins import datasets
 from harness.engine.grid import Grid, load_grid
@@ -80,6 +80,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def driver_environment(device: torch.device) -> dict[str, object]:
+    """The run's environment as the driver sees it, without creating a CUDA context just to name the GPU.
+
+    Each job's provenance carries its worker's own environment, with the name of the GPU it ran on.
+    """
+    env = environment(torch.device("cpu"))
+    return env | {"device": str(device), "device_name": env["device_name"] if device.type == "cpu" else None,
+                  "cuda": torch.version.cuda if device.type == "cuda" else None}
+
+
 def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]:
     """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores."""
     def cfg(dev: str, threads: int) -> WorkerConfig:
@@ -90,7 +100,8 @@ def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]
         bad = [i for i in ids if not 0 <= i < torch.cuda.device_count()]
         if bad:
             raise HarnessError(f"--devices {bad} not visible; this machine has {torch.cuda.device_count()} CUDA device(s).")
-        return [cfg(f"cuda:{i}", 0) for i in ids]
+        # The CPU still feeds each GPU (data loading, Python overhead): split its cores between the workers.
+        return [cfg(f"cuda:{i}", cpu_threads(len(ids))) for i in ids]
     n = max(1, opts.workers)
     return [cfg("cpu", cpu_threads(n)) for _ in range(n)]
 
@@ -135,6 +146,8 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     register_stubs(opts.pruner_stubs)
     grid = load_grid(opts.grid)
     device = resolve_device(opts.device)
+    # "auto" precisions become concrete before any key is taken: a bf16 model never shares a key with an fp32 one.
+    grid.jobs = [for_device(j, device.type) for j in grid.jobs]
     configs = worker_configs(opts, device)
     summary = RunSummary(grid.name, len(grid.jobs))
     done_before: set[str] = set()
@@ -151,7 +164,7 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
         executor = make_executor(opts, configs)
         store = Store(opts.db)
         store.reset_stale()
-        env = environment(device)
+        env = driver_environment(device)
         run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env, n_todo=len(todo))
         store.add_jobs(run_id, [(j.key, job_fields(j)) for j in todo])
         owner = owner_id(run_id)

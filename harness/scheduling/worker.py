@@ -58,6 +58,9 @@ class TaskRunner:
 
         self.cfg = cfg
         self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and self.device.index is not None:
+            # Pinned: anything that allocates on "the current device" (cuDNN workspaces, autocast) uses this GPU.
+            torch.cuda.set_device(self.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         if cfg.plugin_files and cfg.guarded:
@@ -95,17 +98,23 @@ class TaskRunner:
                 return Outcome(task.id, True, seconds=time.perf_counter() - t0)
             metrics, prov = pipeline.execute(job, data, self.cache, self.device)
             prov["environment"] = self.environment  # where the job really ran: this worker
+            prov["precision"] = {"train": job.train.precision, "finetune": job.finetune.precision}
             return Outcome(task.id, True, metrics, prov, seconds=time.perf_counter() - t0)
         except Exception as exc:  # reported to the driver, which records it on the job
             text = "".join(traceback.format_exception(exc)).strip()
-            return Outcome(task.id, False, error=text, transient=_is_transient(exc), seconds=time.perf_counter() - t0)
+            transient = _is_transient(exc)
+            del exc  # its traceback holds the failed step's tensors: drop them before freeing the cache
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()  # so the retry (or the next task) finds the memory an OOM left behind
+            return Outcome(task.id, False, error=text, transient=transient, seconds=time.perf_counter() - t0)
 
 
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT):
+    """Worth retrying: I/O trouble, or running out of (device) memory, which another attempt may well not."""
+    if isinstance(exc, TRANSIENT) or isinstance(exc, torch.OutOfMemoryError):
         return True
-    oom = getattr(torch, "OutOfMemoryError", None)
-    return oom is not None and isinstance(exc, oom)
+    # cuBLAS/cuDNN report exhausted device memory as plain RuntimeErrors.
+    return isinstance(exc, RuntimeError) and any(s in str(exc) for s in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED"))
 
 
 def _die_with_parent() -> None:
