@@ -89,3 +89,150 @@ def test_attacking_freezes_weights_and_keeps_bn_statistics(digits: ImageData) ->
         model(digits.x_train[:32])
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert torch.equal(bn.running_mean, before)
+
+
+# ---- the training engine on any device ----
+
+
+def _cifar_like(n: int = 192, size: int = 12) -> ImageData:
+    """Random uint8 RGB images with augmentation on: the CIFAR code path at a test's size."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return ImageData("fake", x, y, x[:32], y[:32], [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3, augment=True)
+
+
+def _fresh_cnn(in_channels: int = 3) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return Normalized(architectures.get("small_cnn").obj(num_classes=10, in_channels=in_channels), (0.5,) * in_channels, (0.25,) * in_channels)
+
+
+def test_every_draw_uses_trains_generator_on_its_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA failure (a CUDA generator drawing CPU tensors) must be impossible by construction: every draw that
+    train() makes with a generator is made on that generator's device, named explicitly, and the shuffle,
+    augmentation and TRADES noise all come from the very generator objects train() built for the run's device."""
+    import harness.training.train as train_mod
+
+    built: list[torch.Generator] = []
+    real_gen = train_mod.run_generator
+
+    def spy_gen(device: torch.device, seed: int) -> torch.Generator:
+        g = real_gen(device, seed)
+        assert g.device == device
+        built.append(g)
+        return g
+
+    draws: list[tuple[str, torch.Generator, object]] = []
+
+    def spy(name: str):  # type: ignore[no-untyped-def]
+        real = getattr(torch, name)
+
+        def draw(*args, **kwargs):  # type: ignore[no-untyped-def]
+            gen = kwargs.get("generator")
+            if gen is not None:
+                draws.append((name, gen, kwargs.get("device")))
+            return real(*args, **kwargs)
+
+        return draw
+
+    data = _cifar_like()
+    monkeypatch.setattr(train_mod, "run_generator", spy_gen)
+    for name in ("randint", "rand", "randn", "randperm"):
+        monkeypatch.setattr(torch, name, spy(name))
+    for regime, extra in (("trades", {"adv_steps": 1}), ("pgd_at", {"adv_steps": 1}), ("standard", {})):
+        train(_fresh_cnn(), data, TrainConfig(epochs=1, batch_size=64, lr=0.05, regime=regime, **extra), seed=1, device=CPU, n_train=128)
+    assert len(built) == 3
+    for name, gen, device in draws:
+        assert device is not None and torch.device(device) == gen.device, (name, device, gen.device)  # type: ignore[arg-type]
+    from_train = {name for name, gen, _ in draws if any(gen is b for b in built)}
+    assert from_train == {"randperm", "randint", "rand", "randn"}  # shuffle, crop offsets, flips, TRADES noise
+
+
+def test_augment_batch_is_crop_and_flip() -> None:
+    """One gather equals the textbook per-image crop of the zero-padded image, mirrored where the coin says so."""
+    from harness.training.augment import augment_batch
+    from harness.training.train import run_generator
+
+    x = _cifar_like(n=16, size=8).x_train
+    out = augment_batch(x, run_generator(CPU, 3), pad=2)
+    g = run_generator(CPU, 3)  # the same draws, in augment_batch's order
+    dx, dy = torch.randint(0, 5, (16,), generator=g), torch.randint(0, 5, (16,), generator=g)
+    flips = torch.rand(16, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        crop = padded[i, :, dy[i] : dy[i] + 8, dx[i] : dx[i] + 8]
+        assert torch.equal(out[i], crop.flip(2) if flips[i] else crop), i
+    assert 0 < int(flips.sum()) < 16  # both branches exercised
+    assert out.dtype == torch.uint8  # augmented before conversion: the device holds uint8
+    as_float = augment_batch(x.float() / 255, run_generator(CPU, 3), pad=2)
+    assert torch.equal(as_float, out.float() / 255)
+
+
+def test_same_seed_same_model_and_throughput_reported() -> None:
+    data = _cifar_like()
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05)
+    a, b = _fresh_cnn(), _fresh_cnn()
+    ra, rb = train(a, data, cfg, seed=4, device=CPU, n_train=160), train(b, data, cfg, seed=4, device=CPU, n_train=160)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert ra.loss == rb.loss and ra.images == 2 * 160 and ra.img_per_s > 0
+
+
+def test_bf16_autocast_trains_and_differs_from_fp32() -> None:
+    data = _cifar_like()
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model = _fresh_cnn()
+        res = train(model, data, TrainConfig(epochs=2, batch_size=64, lr=0.05, precision=precision), seed=0, device=CPU, n_train=128)
+        assert res.loss == res.loss and res.loss < 10  # finite
+        runs[precision] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: fp32 master weights
+    diff = (runs["fp32"] - runs["bf16"]).abs().max()
+    assert 0 < diff < 0.5  # bf16 arithmetic really ran, and trained the same model up to rounding
+
+
+def test_channels_last_path_matches_nchw_and_restores_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drive the NHWC path the GPU takes on the CPU: same model up to float noise, usual layout afterwards."""
+    import harness.training.train as train_mod
+
+    data = _cifar_like()
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+    nchw = _fresh_cnn()
+    train(nchw, data, cfg, seed=0, device=CPU, n_train=128)
+    monkeypatch.setattr(train_mod, "uses_channels_last", lambda model, device: True)
+    nhwc = _fresh_cnn()
+    train(nhwc, data, cfg, seed=0, device=CPU, n_train=128)
+    for (name, p), q in zip(nhwc.named_parameters(), nchw.parameters()):
+        assert p.is_contiguous(), name
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)
+
+
+def test_channels_last_decided_per_architecture() -> None:
+    from harness.training.train import uses_channels_last
+
+    cuda = torch.device("cuda")
+    assert uses_channels_last(architectures.get("resnet20").obj(), cuda)
+    assert uses_channels_last(architectures.get("vgg16_bn").obj(), cuda)
+    assert not uses_channels_last(architectures.get("mobilenetv2").obj(), cuda)  # depthwise: slower in NHWC
+    assert not uses_channels_last(architectures.get("resnet20").obj(), CPU)
+
+
+def test_precision_setting_resolved_per_device_and_keyed() -> None:
+    from dataclasses import asdict
+
+    from harness.api.config import for_device
+    from harness.api.keys import key_of
+
+    with pytest.raises(GridError, match=r"\[finetune\]: unknown precision 'fp16'; accepted: auto, bf16, fp32"):
+        parse_grid(_BASE | {"finetune": {"precision": "fp16"}})
+    job = parse_grid(_BASE | {"pruners": ["l1_filter"]}).jobs[0]
+    cpu, cuda = for_device(job, "cpu"), for_device(job, "cuda")
+    assert (cpu.train.precision, cpu.finetune.precision, cuda.train.precision) == ("fp32", "fp32", "bf16")
+    assert cpu.dense_key != cuda.dense_key and cpu.pruned_key != cuda.pruned_key and cpu.key != cuda.key
+    # fp32 was the only arithmetic before the setting existed: its keys are the keys results were stored under.
+    old = {k: v for k, v in asdict(cpu.train).items() if k != "precision"}
+    assert cpu.dense_key == key_of({"dataset": "digits", "architecture": "small_cnn", "seed": 0, "train": old})
+    explicit = parse_grid(_BASE | {"pruners": ["l1_filter"], "train": {"precision": "bf16"}}).jobs[0]
+    assert for_device(explicit, "cpu").train.precision == "bf16"  # a concrete choice is kept on any device
+
+
+_BASE = {"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "fgsm", "eps": 0.1}]}

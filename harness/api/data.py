@@ -68,7 +68,7 @@ def subset(x: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tens
         return x, y
     # Drawn on the CPU whatever the data's device: the same seed picks the same examples on every device.
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(y), generator=g)[:n].sort().values
+    idx = torch.randperm(len(y), generator=g, device=g.device)[:n].sort().values
     return x[idx.to(x.device)], y[idx.to(y.device)]
 
 
