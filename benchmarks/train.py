@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from harness.api.data import ImageData
 from harness.api.nets import Normalized
 from harness.api.plugins import architectures
 from harness.evaluation.measure import count_macs
-from harness.training.train import autocast, train, uses_channels_last
+from harness.training.train import autocast, cudnn_autotune, train, uses_channels_last
 
 ARCHS = ["resnet20", "resnet56", "vgg16_bn", "mobilenetv2"]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -59,6 +60,8 @@ def fresh_model(arch: str, device: torch.device) -> nn.Module:
 def reference_loop(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, device: torch.device, precision: str) -> float:
     """A minimal training loop over data already on the device; returns its wall time in seconds."""
     layout = torch.channels_last if uses_channels_last(model, device) else torch.contiguous_format
+    if device.type == "cuda":  # the cuDNN settings train() uses
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, cudnn_autotune()
     model.to(memory_format=layout).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     n, bs = len(y), cfg.batch_size
@@ -148,8 +151,11 @@ def main() -> None:
     ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 on CUDA, fp32 on the CPU")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune (HARNESS_CUDNN_BENCHMARK=1), both loops")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
+    if args.cudnn_benchmark:
+        os.environ["HARNESS_CUDNN_BENCHMARK"] = "1"
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -160,7 +166,7 @@ def main() -> None:
     peak = matmul_peak(device, precision, 8192 if device.type == "cuda" else 1024)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device {device} ({name}); {n} CIFAR-shaped images x {args.epochs} epoch(s), batch {args.batch_size}, "
-          f"{precision}; measured {precision} matmul peak {peak / 1e12:.2f} TFLOP/s; median of {args.repeats}")
+          f"{precision}, cuDNN autotuning {'on' if cudnn_autotune() else 'off'}; measured {precision} matmul peak {peak / 1e12:.2f} TFLOP/s; median of {args.repeats}")
     print("| architecture | precision | NHWC | train() img/s | reference img/s | time train()/reference | train() % of matmul peak |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     rows = []

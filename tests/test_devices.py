@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from harness.scheduling.executors import cpu_threads
-from harness.scheduling.runner import RunOptions, driver_environment, run, worker_configs
+from harness.scheduling.runner import (
+    RunOptions,
+    driver_environment,
+    run,
+    worker_configs,
+)
 from harness.scheduling.worker import Outcome, TaskRunner, WorkerConfig
 
 
@@ -87,3 +92,16 @@ def test_run_records_precision_and_training_throughput(tmp_path: Path) -> None:
         rows = {r.metric: r.value for r in result_rows(s)}
     assert job.provenance["precision"] == {"train": "fp32", "finetune": "fp32"}  # "auto" on the CPU
     assert rows["train_img_per_s"] > 0
+
+
+def test_gpu_check_grid_covers_every_builtin_pruner_and_attack() -> None:
+    """benchmarks/gpu_check.sh's grid: parsed and expanded here, since no GPU runs the default suite."""
+    from harness.api.plugins import attacks, pruners
+    from harness.engine.grid import load_grid
+
+    grid = load_grid("gpu-check")
+    builtin = {e.name for e in pruners.entries() if "registry/pruners" in e.source.replace("\\", "/")}
+    assert {j.pruner.name for j in grid.jobs} == builtin
+    assert {a.name for a in grid.jobs[0].attacks} == {e.name for e in attacks.entries() if "registry/attacks" in e.source.replace("\\", "/") or "harness/attacks" in e.source.replace("\\", "/")}
+    job = grid.jobs[0]
+    assert (job.dataset, job.architecture, job.train.epochs, job.train.n_train, job.eval.n_examples) == ("cifar10", "resnet20", 2, 10000, 200)
