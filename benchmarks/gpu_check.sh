@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# One prepared check for whoever has a CUDA card for a few minutes (under 8 on one H100): it runs the GPU
+# acceptance grid (grids/gpu-check.toml: every pruner x every attack on ResNet-20, CIFAR-10), `pytest -m gpu`,
+# benchmarks/train.py --device cuda and benchmarks/attacks.py --device cuda, and writes one Markdown report to
+# $OUT/gpu_check_report.md when $OUT is set, else ./gpu_check_report.md. Every stage is timed and capped; a
+# failed or timed-out stage is recorded in the report and the next stage still runs.
+#
+# Usage:  benchmarks/gpu_check.sh DATA
+#   DATA holds cifar10-jpeg.tar.gz (extracted into DATA/cifar10-jpeg on first use) or its extracted tree
+#   (DATA/cifar10-jpeg/{train,test}/<class>/*.jpg, or DATA/{train,test}/...). The checkout's /gpu-data/ folder
+#   is git-ignored for this: copy the archive and the wheels there and carry it to the card's machine.
+#
+# Wheels: a card's machine that cannot download needs the project's dependencies its image lacks as wheels in
+#   $WHEELS (default DATA/wheels): torch-pruning, pyautoattack, SQLAlchemy, greenlet, torchattacks (Python 3.12,
+#   x86-64). They are installed with `pip install --no-index --no-deps --target` into a scratch folder put on
+#   PYTHONPATH; torch, torchvision, numpy, scikit-learn, jinja2, typer, rich and pytest must be present already.
+#
+# Environment: OUT (report folder), WHEELS, GPU_CHECK_PRECISION=1 (also the 30-epoch bf16-vs-fp32 accuracy
+#   test on all of CIFAR-10: several more minutes).
+# -e is left out on purpose: a failed stage must not stop the stages after it (each one's status is recorded).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+DATA="$(cd "${1:?usage: benchmarks/gpu_check.sh DATA (a folder holding cifar10-jpeg.tar.gz or its extracted tree)}" && pwd)"
+WHEELS="${WHEELS:-$DATA/wheels}"
+REPORT="${OUT:-.}/gpu_check_report.md"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")"
+PY="${PYTHON:-python3}"
+cd "$REPO" || exit 1
+# This checkout first, then the wheels' scratch site (filled by the first stage).
+export PYTHONPATH="$REPO:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+export REPO DATA WHEELS WORK PY
+
+STAGES=()   # "name|status|seconds" rows for the summary table
+LOGS=()     # per-stage log files, in order
+T_START=$(date +%s)
+
+# stage NAME LIMIT_S COMMAND...: run, time, cap and log one stage; never stops the script. COMMAND may be one
+# of the functions below (exported, run in a child bash so that `timeout` can cap it).
+stage() {
+  local name="$1" limit="$2"; shift 2
+  local log="$WORK/$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_').log"
+  local t0=$(date +%s)
+  echo "== $name (limit ${limit}s): $*" | tee "$log"
+  if [ "$(type -t "$1")" = "function" ]; then set -- bash -c "$1"; fi
+  timeout --kill-after=10 "$limit" "$@" >>"$log" 2>&1
+  local rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  local status="ok"
+  if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="TIMED OUT after ${limit}s"; elif [ $rc -ne 0 ]; then status="FAILED (exit $rc)"; fi
+  echo "   -> $status in ${dt}s"
+  tail -n +2 "$log" | tail -n 5
+  STAGES+=("$name|$status|$dt")
+  LOGS+=("$log")
+}
+
+write_report() {
+  mkdir -p "$(dirname "$REPORT")"
+  {
+    echo "# GPU check report"
+    echo
+    echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); total $(( $(date +%s) - T_START )) s"
+    echo "- commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (dirty)')"
+    local gpus
+    gpus="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | paste -sd ';')"
+    echo "- GPU: ${gpus:-nvidia-smi unavailable}"
+    echo "- $("$PY" -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, devices {torch.cuda.device_count()}")' 2>&1 | tail -n 1)"
+    echo "- CPU cores: $(nproc)"
+    echo
+    echo "| stage | status | seconds |"
+    echo "| --- | --- | ---: |"
+    for row in "${STAGES[@]}"; do IFS='|' read -r n s d <<<"$row"; echo "| $n | $s | $d |"; done
+    for i in "${!LOGS[@]}"; do
+      IFS='|' read -r n s d <<<"${STAGES[$i]}"
+      echo
+      echo "## $n ($s, ${d} s)"
+      echo
+      echo '```'
+      tail -n 80 "${LOGS[$i]}"
+      echo '```'
+    done
+  } >"$REPORT"
+  echo "report: $REPORT"
+}
+trap write_report EXIT
+
+# ---- setup ----
+setup_wheels() {
+  if [ ! -d "$WHEELS" ]; then echo "no wheels folder $WHEELS: using what is installed"; return 0; fi
+  "$PY" -m pip install -q --no-index --no-deps --target "$WORK/site" "$WHEELS"/*.whl
+}
+export -f setup_wheels
+stage "install wheels" 120 setup_wheels
+
+setup_data() {
+  if [ -d "$DATA/cifar10-jpeg/train" ] || [ -d "$DATA/train" ]; then echo "CIFAR-10 tree present"; return 0; fi
+  [ -f "$DATA/cifar10-jpeg.tar.gz" ] || { echo "no cifar10-jpeg.tar.gz and no extracted tree in $DATA"; return 1; }
+  mkdir -p "$DATA/cifar10-jpeg" && tar xzf "$DATA/cifar10-jpeg.tar.gz" -C "$DATA/cifar10-jpeg" && ls "$DATA/cifar10-jpeg"
+}
+export -f setup_data
+stage "CIFAR-10 data" 120 setup_data
+stage "environment" 60 "$PY" -c 'import torch, torch_pruning, sqlalchemy, pyautoattack, torchattacks; import harness; print(torch.__version__, torch.cuda.get_device_name(0), torch.cuda.device_count(), "GPUs")'
+
+# ---- the acceptance grid first: it is what must finish ----
+grid_summary() {
+  [ -f "$WORK/gpu-check.db" ] || { echo "no results database: the grid stage stored nothing"; return 1; }
+  "$PY" - "$WORK/gpu-check.db" <<'EOF'
+import sys
+from collections import defaultdict
+from harness.store import Store
+from harness.store.queries import result_rows
+from sqlalchemy import select
+from harness.store import Job
+
+db = Store(sys.argv[1], create=False)
+with db.session() as s:
+    jobs = s.scalars(select(Job)).all()
+    rows = result_rows(s)
+    status = defaultdict(int)
+    for j in jobs:
+        status[str(j.status.value if hasattr(j.status, "value") else j.status)] += 1
+    print("jobs by status:", dict(status))
+    for j in jobs:
+        if j.error:
+            print(f"FAILED {j.pruner_label}: {j.error.strip().splitlines()[-1]}")
+    v = defaultdict(dict)
+    for r in rows:
+        v[r.pruner_label][(r.metric, r.attack, r.eps)] = r.value
+    attacks = sorted({r.attack for r in rows if r.metric == "robust_acc" and "/" not in r.attack})
+    print("| pruner | clean | " + " | ".join(attacks) + " | train img/s | job s |")
+    print("| --- " * (len(attacks) + 4) + "|")
+    for p, m in sorted(v.items()):
+        rob = [min((val for (met, a, e), val in m.items() if met == "robust_acc" and a == att), default=float("nan")) for att in attacks]
+        print(f"| {p} | {m.get(('clean_acc', '', None), float('nan')):.3f} | " + " | ".join(f"{x:.3f}" for x in rob)
+              + f" | {m.get(('train_img_per_s', '', None), float('nan')):,.0f} | {m.get(('job_seconds', '', None), float('nan')):.1f} |")
+    print("(robust columns: the lowest robust accuracy over each attack's eps list)")
+EOF
+}
+export -f grid_summary
+stage "gpu-check grid (every pruner x every attack, ResNet-20, CIFAR-10)" 240 \
+  "$PY" -m harness run --grid gpu-check --device cuda --data-dir "$DATA" --db "$WORK/gpu-check.db" \
+  --site-dir "$WORK/site" --cache-dir "$WORK/cache" --fresh
+stage "gpu-check grid: results" 60 grid_summary
+
+# ---- the GPU test suite and the benchmarks ----
+stage "pytest -m gpu" 150 "$PY" -m pytest -m "gpu and not slow" -q -p no:cacheprovider tests/test_gpu.py
+stage "benchmarks/train.py --device cuda" 90 "$PY" benchmarks/train.py --device cuda --json "$WORK/train.json"
+stage "benchmarks/train.py --device cuda --cudnn-benchmark" 45 \
+  "$PY" benchmarks/train.py --device cuda --cudnn-benchmark --arch resnet20 resnet56 vgg16_bn
+stage "benchmarks/attacks.py --device cuda" 60 \
+  "$PY" benchmarks/attacks.py --device cuda --model resnet20 --data-dir "$DATA" --n 256 --epochs 2 --n-train 10000 --skip-autoattack
+
+if [ "${GPU_CHECK_PRECISION:-0}" = "1" ]; then
+  stage "bf16 vs fp32 accuracy (30 epochs, CIFAR-10)" 900 \
+    env HARNESS_CIFAR10_DIR="$DATA" "$PY" -m pytest -m "gpu and slow" -q -s -p no:cacheprovider tests/test_gpu.py -k bf16_reaches
+fi
