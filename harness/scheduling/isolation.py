@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -35,6 +36,9 @@ MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 # statvfs flags that a read-only remount must repeat (the kernel refuses to drop "locked" flags in a user namespace).
 _KEEP_FLAGS = {MS_NOSUID: MS_NOSUID, MS_NODEV: MS_NODEV, MS_NOEXEC: MS_NOEXEC, 1024: MS_NOATIME, 2048: MS_NODIRATIME, 4096: MS_RELATIME}
+
+# Left writable inside the sandbox: device nodes (/dev/null), and the kernel's own views.
+KERNEL_MOUNTS = ("/proc", "/sys", "/dev")
 
 _violations: list[str] = []
 
@@ -126,12 +130,37 @@ def _mount(libc: Any, src: str | None, target: str, flags: int) -> None:
         raise SandboxUnavailable(err, f"mount {target}: {os.strerror(err)}")
 
 
-def enter_sandbox(read_only: Iterable[str | Path]) -> None:
-    """Move this single-threaded process (call it before torch starts threads) into new user, mount and network namespaces: no network, `read_only` paths read-only.
+def _mount_points() -> list[str]:
+    """Every mount point this process sees, parents before children (from /proc/self/mountinfo)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        field = line.split()[4]
+        # mountinfo escapes space, tab, newline and backslash as octal.
+        points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field))
+    return list(dict.fromkeys(points))
 
-    Only this process and its children are affected. The network namespace has no interface up, so every
-    connection fails; the read-only bind mounts hold even against code that bypasses Python (ctypes, subprocesses).
-    It does not hide files from reading, limit CPU, or stop writes outside `read_only`.
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _remount_read_only(libc: Any, p: str) -> None:
+    keep = 0
+    f_flag = os.statvfs(p).f_flag
+    for st, ms in _KEEP_FLAGS.items():
+        if f_flag & st:
+            keep |= ms
+    _mount(libc, None, p, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+def enter_sandbox(read_only: Iterable[str | Path] = (), writable: Iterable[str | Path] | None = None) -> None:
+    """Move this single-threaded process (call it before torch starts threads) into new user, mount and network namespaces.
+
+    No network: the new network namespace has no interface up, so every IP connection fails. With `writable`
+    given, every mounted file system becomes read-only except the `writable` folders (and the kernel's /proc,
+    /sys and /dev); otherwise only the `read_only` paths do. The bind mounts hold even against code that
+    bypasses Python (ctypes, subprocesses), for this process and its children only. It does not hide files
+    from reading, limit CPU, or block Unix-domain sockets that already exist on disk.
     """
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
@@ -143,16 +172,19 @@ def enter_sandbox(read_only: Iterable[str | Path]) -> None:
     Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
     _mount(libc, None, "/", MS_REC | MS_PRIVATE)
-    for p in dict.fromkeys(os.path.realpath(x) for x in read_only):
-        if not os.path.exists(p):
-            continue
+    if writable is None:
+        for p in dict.fromkeys(os.path.realpath(x) for x in read_only):
+            if os.path.exists(p):
+                _mount(libc, p, p, MS_BIND | MS_REC)
+                _remount_read_only(libc, p)
+        return
+    keep_rw = list(dict.fromkeys(os.path.realpath(x) for x in writable if os.path.isdir(x)))
+    for p in keep_rw:  # their own mounts first, so the read-only pass below can skip them
         _mount(libc, p, p, MS_BIND | MS_REC)
-        keep = 0
-        f_flag = os.statvfs(p).f_flag
-        for st, ms in _KEEP_FLAGS.items():
-            if f_flag & st:
-                keep |= ms
-        _mount(libc, None, p, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+    for p in _mount_points():
+        if _under(p, KERNEL_MOUNTS) or _under(p, keep_rw) or not os.path.isdir(p):
+            continue
+        _remount_read_only(libc, p)
 
 
 def sandbox_available() -> bool:

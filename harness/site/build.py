@@ -8,7 +8,6 @@ import io
 import json
 import math
 import re
-import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from harness.api.files import atomic_write_bytes, atomic_write_text
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, attacks, pruners
 from harness.site import plots
@@ -384,7 +384,7 @@ def build_site(store: Store, out: Path) -> Path:
     assets = out / "assets"
     assets.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
-        shutil.copyfile(TEMPLATES / name, assets / name)
+        atomic_write_bytes(assets / name, (TEMPLATES / name).read_bytes())
 
     row_families = {r.pruner: r.family for r in all_rows}
     filters = {
@@ -394,7 +394,8 @@ def build_site(store: Store, out: Path) -> Path:
     }
     figures = {b.slug: {"sparsity": sparsity_charts(b, colors), "pareto": pareto_chart(b, colors)} for b in boards}
     index = out / "index.html"
-    index.write_text(
+    atomic_write_text(
+        index,
         env.get_template("index.html").render(
             root="", boards=boards, counts=counts, n_results=len(rows), n_jobs=len(jobs),
             unfinished=sum(counts.values()) - counts.get("done", 0) - counts.get("failed", 0), filters=filters, figures=figures,
@@ -422,7 +423,8 @@ def build_site(store: Store, out: Path) -> Path:
                     full = next(x for x in boards if x.slug == b.slug)
                     dense = [r for r in full.rows if r.is_dense and r.architecture in {x.architecture for x in b.rows}]
                     figs[b.slug] = sparsity_charts(full, colors, b.rows + dense)
-            (out / folder / f"{slug(name)}.html").write_text(
+            atomic_write_text(
+                out / folder / f"{slug(name)}.html",
                 page.render(root="../", kind=kind, info=info, boards=sub, jobs=its_jobs, figures=figs, **common)
             )
 
@@ -431,14 +433,15 @@ def build_site(store: Store, out: Path) -> Path:
     baselines = baseline_index(jobs, fams)
     for j in jobs:
         base = baseline_of(j, baselines)
-        (out / "jobs" / f"{slug(j.key)}.html").write_text(
+        atomic_write_text(
+            out / "jobs" / f"{slug(j.key)}.html",
             job_page.render(
                 root="../", job=j, baseline=None if base is None or base.key == j.key else base, timings=_timings(j),
                 metrics=_metric_rows(j), params=json.dumps(j.params, indent=2, sort_keys=True),
                 provenance=json.dumps(j.provenance, indent=2, sort_keys=True), grid=reproduce_grid(j), flags=j.flags(), **common,
             )
         )
-    (out / "schema.html").write_text(env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
+    atomic_write_text(out / "schema.html", env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
     return index
 
 
@@ -475,23 +478,23 @@ def leaderboard_records(boards: list[Board]) -> list[dict[str, Any]]:
 
 
 def _write_downloads(out: Path, rows: list[dict[str, Any]], jobs: list[JobRecord], boards: list[Board]) -> None:
-    (out / "results.json").write_text(json.dumps(rows, separators=(",", ":")))
+    atomic_write_text(out / "results.json", json.dumps(rows, separators=(",", ":")))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    (out / "results.csv").write_text(buf.getvalue())
+    atomic_write_text(out / "results.csv", buf.getvalue())
     meta = [
         {"job_key": j.key, "dataset": j.dataset, "architecture": j.architecture, "pruner": j.pruner_label, "sparsity": j.sparsity, "seed": j.seed,
          "duration_s": j.duration_s, "finished_at": j.finished_at.isoformat() if j.finished_at else None, "params": j.params, "provenance": j.provenance}
         for j in jobs
     ]
-    (out / "jobs.json").write_text(json.dumps(meta, separators=(",", ":"), default=str))
+    atomic_write_text(out / "jobs.json", json.dumps(meta, separators=(",", ":"), default=str))
     records = leaderboard_records(boards)
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for rec in records for k in rec))
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in rec.items()} for rec in records)
-    (out / "leaderboard.csv").write_text(buf.getvalue())
+    atomic_write_text(out / "leaderboard.csv", buf.getvalue())
 
