@@ -22,8 +22,10 @@ from harness.scheduling.executors import (
     cpu_threads,
 )
 from harness.scheduling.scheduler import Policy, Scheduler
+from harness.scheduling.signals import signame
 from harness.scheduling.stubs import register_stubs
 from harness.scheduling.worker import WorkerConfig
+from harness.store.schema import check_current
 from harness.store.session import Store, owner_id
 
 ProgressFn = Callable[[str, JobSpec, int, int], None]  # (event, job, finished, total)
@@ -132,6 +134,8 @@ def job_fields(job: JobSpec) -> dict[str, object]:
 def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     """Run a grid to completion; failed jobs are recorded and do not stop the others."""
     t0 = time.perf_counter()
+    if Path(opts.db).exists():
+        check_current(opts.db)  # refused before the grid is even read, and the file left as it was
     register_stubs(opts.pruner_stubs)
     grid = load_grid(opts.grid)
     device = resolve_device(opts.device)
@@ -155,11 +159,15 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
         run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env, n_todo=len(todo))
         store.add_jobs(run_id, [(j.key, job_fields(j)) for j in todo])
         owner = owner_id(run_id)
-        executor.start()
+        sched = Scheduler(tasks, store, run_id, owner, executor, Policy(opts.timeout_s, opts.retries), progress)
         try:
-            sched = Scheduler(tasks, store, run_id, owner, executor, Policy(opts.timeout_s, opts.retries), progress)
+            executor.start()
             # Provenance of the environment is the driver's; workers add what they ran.
             tally = sched.run()
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the scheduler marked running jobs interrupted
+            store.finish_run(run_id, sched.tally.done, len(sched.tally.failed), summary.cached, ended=f"interrupted ({signame(exc)})")
+            store.close()
+            raise
         finally:
             executor.shutdown()
         summary.done, summary.failed, summary.by_others = tally.done, tally.failed, tally.by_others

@@ -120,8 +120,9 @@ def _die_with_parent() -> None:
 def worker_main(cfg: WorkerConfig, conn: Any) -> None:
     """Process entry point: receive tasks on `conn` until None or EOF."""
     _die_with_parent()
-    # Ctrl-C goes to the whole process group; the driver decides what happens to running tasks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, and a scheduler's SIGTERM, go to the whole process group; the driver decides what happens to running tasks.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         runner = TaskRunner(cfg)
     except BaseException as exc:

@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.api.errors import HarnessError
 from harness.api.metrics import Metric
 from harness.store.models import (
     SCHEMA_VERSION,
@@ -26,6 +27,7 @@ from harness.store.models import (
     Run,
     utcnow,
 )
+from harness.store.schema import check_current
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -52,9 +54,10 @@ class Store:
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
         if (readonly or not create) and not self.path.exists():
-            from harness.api.errors import HarnessError
-
             raise HarnessError(f"No results database at {self.path}; run `harness run` first or pass --db PATH.")
+        if self.path.exists():
+            # Before SQLAlchemy or WAL touch it: a foreign, empty, corrupt or other-version file is refused unchanged.
+            check_current(self.path)
         if readonly:
             self.engine: Engine = create_engine(f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true")
             event.listen(self.engine, "connect", _readonly_pragmas)
@@ -80,20 +83,21 @@ class Store:
             yield s
 
     def start_run(self, grid: str, grid_path: str, n_jobs: int, environment: dict[str, Any], n_todo: int = 0) -> int:
-        """Record a new run; returns its id."""
+        """Record a new run, driven by this process; returns its id."""
         with self.session() as s:
-            run = Run(grid=grid, grid_path=grid_path, n_jobs=n_jobs, n_todo=n_todo, environment=environment, heartbeat_at=utcnow())
+            run = Run(grid=grid, grid_path=grid_path, n_jobs=n_jobs, n_todo=n_todo, environment=environment, heartbeat_at=utcnow(),
+                      driver=f"{socket.gethostname()}:{os.getpid()}")
             s.add(run)
             s.flush()
             return run.id
 
-    def finish_run(self, run_id: int, n_done: int, n_failed: int, n_cached: int) -> None:
-        """Close a run with its counts."""
+    def finish_run(self, run_id: int, n_done: int, n_failed: int, n_cached: int, ended: str = "finished") -> None:
+        """Close a run with its counts and how it ended ("finished", "interrupted (SIGTERM)", ...)."""
         with self.session() as s:
             s.execute(
                 update(Run)
                 .where(Run.id == run_id)
-                .values(finished_at=utcnow(), n_done=n_done, n_failed=n_failed, n_cached=n_cached)
+                .values(finished_at=utcnow(), n_done=n_done, n_failed=n_failed, n_cached=n_cached, ended=ended)
             )
 
     def done_keys(self, keys: Iterable[str]) -> set[str]:
