@@ -85,3 +85,110 @@ def test_full_disk_while_saving_a_checkpoint_fails_that_job_and_the_grid_goes_on
     assert st == {"none": "done", "l1_filter": "failed", "random_filter": "done"}
     pruned = tmp_path / ".harness" / "artifacts" / "pruned"
     assert sorted(p.name for p in pruned.iterdir() if p.suffix != ".lock") == [f"{jobs['random_filter'].pruned_key}.pt"]
+
+
+# ---------------------------------------------------------------- foreign, damaged and other-version databases
+
+FIXTURE_V1 = Path(__file__).resolve().parent / "fixtures" / "schema_v1.db"
+
+
+def _bad_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, words the refusal must contain)."""
+    files: dict[str, tuple[Path, str]] = {}
+    (folder / "empty.db").write_bytes(b"")
+    files["empty"] = (folder / "empty.db", "is empty (0 bytes)")
+    (folder / "text.db").write_text("job_key,metric,value\nabc,clean_acc,0.9\n")
+    files["not sqlite"] = (folder / "text.db", "is not an SQLite database")
+    con = sqlite3.connect(folder / "other.db")
+    con.execute("create table users (id integer primary key, name text)")
+    con.execute("insert into users (name) values ('ada')")
+    con.commit()
+    con.close()
+    files["other program"] = (folder / "other.db", "SQLite database of another program (its tables: users)")
+    data = bytearray(FIXTURE_V1.read_bytes())
+    data[3 * 4096 : 3 * 4096 + 512] = b"\xff" * 512  # a damaged page in the middle
+    (folder / "corrupt.db").write_bytes(bytes(data))
+    files["corrupt"] = (folder / "corrupt.db", "corrupt SQLite database")
+    (folder / "truncated.db").write_bytes(FIXTURE_V1.read_bytes()[:5000])
+    files["truncated"] = (folder / "truncated.db", "corrupt SQLite database (truncated")
+    newer = folder / "newer.db"
+    newer.write_bytes(FIXTURE_V1.read_bytes())
+    con = sqlite3.connect(newer)
+    con.execute("update meta set value = '99' where key = 'schema_version'")
+    con.commit()
+    con.close()
+    files["newer"] = (newer, "written by a newer harness (schema version 99")
+    older = folder / "older.db"
+    older.write_bytes(FIXTURE_V1.read_bytes())
+    files["older"] = (older, "has schema version 1; this harness uses")
+    return files
+
+
+COMMANDS = {
+    "run": lambda db, tmp: ["run", "--grid", "smoke", "--device", "cpu", "--db", str(db), "--site-dir", str(tmp / "site")],
+    "status": lambda db, tmp: ["status", "--db", str(db)],
+    "results": lambda db, tmp: ["results", "--db", str(db), "--format", "json"],
+    "site": lambda db, tmp: ["site", "--db", str(db), "--site-dir", str(tmp / "site")],
+    "report": lambda db, tmp: ["report", "--db", str(db)],
+    "submit": lambda db, tmp: ["submit", str(Path(__file__).resolve().parent.parent / "examples" / "my_pruner.py"), "--db", str(db), "--site-dir", str(tmp / "site")],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_a_bad_database_with_one_line_and_leaves_it_unchanged(tmp_path: Path, command: str) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+
+    runner = CliRunner()
+    for case, (db, words) in _bad_files(tmp_path).items():
+        before = db.read_bytes()
+        res = runner.invoke(app, COMMANDS[command](db, tmp_path))
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert res.exit_code == 2, (command, case, res.output)
+        assert len(lines) == 1 and str(db) in lines[0] and words in lines[0], (command, case, res.output)
+        assert db.read_bytes() == before, (command, case)
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(db.name + "-")], (command, case)  # no -wal/-shm/-journal
+    assert not (tmp_path / "site").exists()
+
+
+def test_fixture_of_schema_v1_upgrades_with_a_backup_and_then_reads(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+    from harness.store.queries import result_rows, status_counts
+    from harness.store.schema import SCHEMA_VERSION, probe
+    from harness.store.session import Store
+
+    db = tmp_path / "results.db"
+    db.write_bytes(FIXTURE_V1.read_bytes())
+    assert probe(db) == 1
+    res = CliRunner().invoke(app, ["db", "upgrade", "--db", str(db)])
+    assert res.exit_code == 0 and f"from schema version 1 to {SCHEMA_VERSION}" in res.output, res.output
+    backup = tmp_path / "results.db.v1.bak"
+    assert backup.read_bytes() == FIXTURE_V1.read_bytes()
+    assert probe(db) == SCHEMA_VERSION
+    store = Store(db, readonly=True)
+    with store.session() as s:
+        assert status_counts(s)["done"] == 2 and len(result_rows(s)) == 48  # the rows the v1 harness wrote
+    store.close()
+    # The upgraded schema is the one a fresh database gets: same tables, columns and indexes.
+    fresh = Store(tmp_path / "fresh.db")
+    fresh.close()
+
+    def schema(path: Path) -> dict[str, object]:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        names = [r[0] for r in con.execute("select name from sqlite_master where type in ('table', 'index') order by name")]
+        out = {n: con.execute(f"pragma table_info('{n}')").fetchall() or con.execute(f"pragma index_info('{n}')").fetchall() for n in names}
+        con.close()
+        return out
+
+    assert schema(db) == schema(tmp_path / "fresh.db")
+    again = CliRunner().invoke(app, ["db", "upgrade", "--db", str(db)])
+    assert again.exit_code == 0 and "already at schema version" in again.output
+
+
+def test_migrations_are_ordered_and_end_at_the_schema_version() -> None:
+    from harness.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+    assert [m.version for m in MIGRATIONS] == list(range(2, SCHEMA_VERSION + 1))

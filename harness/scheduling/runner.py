@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from harness.scheduling.executors import (
     LocalExecutor,
     cpu_threads,
 )
+from harness.scheduling.isolation import write_launcher
 from harness.scheduling.scheduler import Policy, Scheduler
 from harness.scheduling.signals import signame
 from harness.scheduling.stubs import register_stubs
@@ -51,6 +53,8 @@ class RunOptions:
     # Plugin files imported in worker processes only (submissions), with stubs describing them to the driver.
     plugin_files: list[Path] = field(default_factory=list)
     pruner_stubs: dict[str, dict[str, str]] = field(default_factory=dict)
+    # With plugin files: sandbox their workers (read-only file system but their folder and the cache, no network).
+    sandbox: bool = False
 
     @property
     def cache_root(self) -> Path:
@@ -82,19 +86,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]:
-    """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores."""
-    def cfg(dev: str, threads: int) -> WorkerConfig:
-        return WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh, [Path(opts.db).resolve()])
+def worker_configs(opts: RunOptions, device: torch.device, private: Path | None = None) -> list[WorkerConfig]:
+    """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores.
+
+    With plugin files and a `private` folder, each worker gets an empty folder of its own under it to start in,
+    and with opts.sandbox a launcher that leaves it only that folder and the cache writable.
+    """
+    def cfg(dev: str, threads: int, i: int) -> WorkerConfig:
+        c = WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh, [Path(opts.db).resolve()])
+        if private is not None and opts.plugin_files:
+            c.workdir = private / f"worker{i}"
+            c.workdir.mkdir()
+            if opts.sandbox:
+                opts.cache_root.mkdir(parents=True, exist_ok=True)
+                c.launcher = write_launcher(private / f"launcher{i}", c.workdir, [opts.cache_root])
+        return c
 
     if device.type == "cuda":
         ids = opts.devices if opts.devices is not None else ([device.index] if device.index is not None else list(range(torch.cuda.device_count())))
         bad = [i for i in ids if not 0 <= i < torch.cuda.device_count()]
         if bad:
             raise HarnessError(f"--devices {bad} not visible; this machine has {torch.cuda.device_count()} CUDA device(s).")
-        return [cfg(f"cuda:{i}", 0) for i in ids]
+        return [cfg(f"cuda:{i}", 0, n) for n, i in enumerate(ids)]
     n = max(1, opts.workers)
-    return [cfg("cpu", cpu_threads(n)) for _ in range(n)]
+    return [cfg("cpu", cpu_threads(n), i) for i in range(n)]
 
 
 def make_executor(opts: RunOptions, configs: list[WorkerConfig]) -> Executor:
@@ -139,7 +154,12 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     register_stubs(opts.pruner_stubs)
     grid = load_grid(opts.grid)
     device = resolve_device(opts.device)
-    configs = worker_configs(opts, device)
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as private:
+        return _run(opts, grid, device, worker_configs(opts, device, Path(private)), progress, t0)
+
+
+def _run(opts: RunOptions, grid: Grid, device: torch.device, configs: list[WorkerConfig], progress: ProgressFn | None, t0: float) -> RunSummary:
+    """The body of `run` once the grid is valid and the workers are configured."""
     summary = RunSummary(grid.name, len(grid.jobs))
     done_before: set[str] = set()
     if Path(opts.db).exists() and not opts.fresh:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from harness.api.keys import key_of
-from harness.store.models import Job, JobStatus, Result
+from harness.store.models import Job, JobStatus, Result, Submission
 
 # (metric, attack, eps) with '' and None for "no attack" and "no eps", as stored rows are read back.
 MetricKey = tuple[str, str, float | None]
@@ -449,3 +449,38 @@ def runs_in_flight(s: Session, stale_after_s: float = 60.0) -> list[RunProgress]
         stale = silent if silent > stale_after_s or driver_gone(run.driver) else None
         out.append(RunProgress(run.id, run.grid, run.n_done, run.n_failed, run.n_todo, elapsed, eta, stale))
     return out
+
+
+@dataclass
+class SubmissionRecord:
+    """A pruner submitted against this database: who, what, and the sha256 of the exact file checked."""
+
+    name: str
+    sha256: str
+    author: str
+    description: str
+    paper: str
+    url: str
+    family: str
+    class_name: str
+    original_filename: str
+    harness_version: str
+    git_commit: str | None
+    submitted_at: datetime
+    report: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return self.__dict__ | {"submitted_at": self.submitted_at.isoformat(timespec="seconds")}
+
+
+def submission_records(s: Session) -> list[SubmissionRecord]:
+    """Every submission recorded in this database, oldest first (without the file's bytes)."""
+    fields = [f for f in SubmissionRecord.__dataclass_fields__]
+    cols = [getattr(Submission, f) for f in fields]
+    return [SubmissionRecord(*row) for row in s.execute(select(*cols).order_by(Submission.submitted_at, Submission.name))]
+
+
+def submission_source(s: Session, name: str) -> bytes | None:
+    """The recorded bytes of submission `name`, or None."""
+    return s.scalars(select(Submission.source).where(Submission.name == name)).one_or_none()

@@ -25,6 +25,7 @@ from harness.store.models import (
     Meta,
     Result,
     Run,
+    Submission,
     utcnow,
 )
 from harness.store.schema import check_current
@@ -179,6 +180,22 @@ class Store:
             cond.append(or_(Job.owner == owner, Job.status != JobStatus.running))
         with self.session() as s:
             s.execute(update(Job).where(*cond).values(status=status, error=text, finished_at=utcnow()))
+
+    def record_submission(self, fields: dict[str, Any], replace: bool = False) -> None:
+        """Insert a submission row, or with `replace` overwrite the row of the same name, in one transaction.
+
+        The caller checked name and sha256 beforehand; the UNIQUE constraints turn a race with another submit
+        into HarnessError rather than a second row.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.session() as s:
+                if replace:
+                    s.execute(delete(Submission).where(Submission.name == fields["name"]))
+                s.add(Submission(**fields))
+        except IntegrityError:
+            raise HarnessError(f"{self.path}: another submission with the name {fields['name']!r} or the same file was recorded meanwhile; submit again.") from None
 
     def reset_stale(self, older_than: timedelta = timedelta(minutes=10)) -> int:
         """Jobs left 'running' by a dead process go back to pending; returns how many."""
