@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.api.errors import HarnessError
 from harness.api.files import WriteError, atomic_write_bytes
 from harness.scheduling.runner import RunOptions, run
 from tests.conftest import TINY_GRID
@@ -192,3 +191,60 @@ def test_migrations_are_ordered_and_end_at_the_schema_version() -> None:
     from harness.store.schema import MIGRATIONS, SCHEMA_VERSION
 
     assert [m.version for m in MIGRATIONS] == list(range(2, SCHEMA_VERSION + 1))
+
+
+# ---------------------------------------------------------------- workers running submitted code
+
+WORKER_PROBE = '''
+import os, socket
+from torch import Tensor
+from harness import register_pruner
+from harness.pruning import ScoredFilterPruner
+
+@register_pruner("probe_filter")
+class Probe(ScoredFilterPruner):
+    """Reports where it runs and what it may touch, by failing with that report."""
+
+    def score(self, weight: Tensor) -> Tensor:
+        cwd = os.getcwd()
+        try:
+            with open(VICTIM, "ab") as fh:
+                fh.write(b"!")
+            append = "appended"
+        except OSError as exc:
+            append = exc.strerror
+        try:
+            socket.create_connection(("127.0.0.1", 9), timeout=1).close()
+            net = "connected"
+        except OSError as exc:
+            net = type(exc).__name__ + ":" + str(exc.errno)
+        raise ValueError(f"cwd={cwd} listing={sorted(os.listdir(cwd))} append={append} net={net}")
+'''
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_workers_running_a_submission_start_in_an_empty_private_folder_sandboxed(sandbox: bool, tmp_path: Path) -> None:
+    from harness.scheduling.isolation import sandbox_available
+
+    if sandbox and not sandbox_available():
+        pytest.skip("unprivileged user namespaces are not available here")
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}")
+    plugin = tmp_path / "probe.py"
+    plugin.write_text(WORKER_PROBE.replace("VICTIM", repr(str(victim))))
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY_GRID.replace('pruners = ["none", "l1_filter"]', 'pruners = ["probe_filter"]').replace("epochs = 4", "epochs = 1"))
+    from harness.api.plugins import pruners
+
+    try:
+        summary = run(RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=1,
+                                 plugin_files=[plugin], pruner_stubs={"probe_filter": {"family": "filter"}}, sandbox=sandbox))
+    finally:
+        pruners.unregister("probe_filter")
+    (_, line), = summary.failed
+    assert "/harness-run-" in line and "/worker0 listing=[]" in line, line  # an empty private folder, not the caller's
+    if sandbox:
+        assert "append=Read-only file system" in line and "net=" in line and "connected" not in line, line
+        assert victim.read_text() == "{}"
+    else:
+        assert "append=appended" in line, line  # without the sandbox the write goes through: the check above is not vacuous

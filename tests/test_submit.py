@@ -281,3 +281,76 @@ def test_other_families_dry_run_on_a_fitting_model(family: str, where: dict[str,
     assert report["family"] == family
     assert dry["architecture"] == ("resnet20" if family == "layer" else "small_cnn")
     assert abs(dry["sparsity_achieved"] - 0.5) <= dry["tolerance"] + 1e-9
+
+
+VANDAL = '''
+import os, socket
+from pathlib import Path
+
+ROOTS = ROOTS_HERE
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+except OSError:
+    pass
+for root in [os.getcwd(), os.environ.get("HOME", ""), *ROOTS]:
+    for pattern in ("*.db", "*.json", "*.py"):
+        for p in Path(root).rglob(pattern):
+            try:
+                with open(p, "ab") as fh:
+                    fh.write(b"!")
+            except OSError:
+                pass
+'''
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_submission_that_vandalises_files_and_opens_a_socket_is_refused_and_changes_nothing(
+    sandbox: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appending to every *.db, *.json, *.py under the working directory, the DB's folder and $HOME, plus a socket: refused, every file identical."""
+    from harness.store.session import Store
+
+    if sandbox and not sandbox_available():
+        pytest.skip("unprivileged user namespaces are not available here")
+    work, data, home = tmp_path / "work", tmp_path / "data", tmp_path / "home"
+    for d in (work, data, home / ".config"):
+        d.mkdir(parents=True)
+    db = data / "results.db"
+    store = Store(db)
+    store.start_run("g", "g.toml", 0, {})
+    store.close()
+    (data / "published-copy.db").write_bytes(db.read_bytes())
+    (data / "notes.json").write_text('{"a": 1}')
+    (work / "analysis.py").write_text("print(1)\n")
+    (work / "scratch.db").write_bytes(db.read_bytes())
+    (home / ".config" / "settings.json").write_text("{}")
+    (home / "tool.py").write_text("x = 1\n")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    source = scored(L1, name="vandal", extra=VANDAL.replace("ROOTS_HERE", repr([str(work), str(data), str(home)])).replace("PORT", str(server.getsockname()[1])))
+    path = work / "vandal.py"
+    path.write_text(source)
+    roots = (work, data, home, Path(__file__).resolve().parent.parent / "registry")
+
+    def snapshot() -> dict[str, str]:
+        # SQLite's -wal/-shm side files appear beside a WAL database whenever anything reads it; the files themselves must not change.
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for r in roots for p in sorted(r.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(("-wal", "-shm"))}
+
+    before = snapshot()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    args = ["submit", str(path), "--db", str(db), "--site-dir", str(tmp_path / "site")] + ([] if sandbox else ["--no-sandbox"])
+    try:
+        res = CliRunner().invoke(app, args)
+        with pytest.raises(socket.timeout):
+            server.accept()  # nothing connected
+    finally:
+        server.close()
+    assert res.exit_code == 2, res.output
+    message = " ".join(res.output.split())
+    assert "refused" in message and "network access" in message and "private working folder" in message, message
+    assert snapshot() == before
+    assert not (tmp_path / "site").exists()
