@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -248,3 +256,125 @@ def test_workers_running_a_submission_start_in_an_empty_private_folder_sandboxed
         assert victim.read_text() == "{}"
     else:
         assert "append=appended" in line, line  # without the sandbox the write goes through: the check above is not vacuous
+
+
+# ---------------------------------------------------------------- SIGTERM, SIGHUP, SIGKILL of a real `harness run`
+
+TIMING = ("_seconds", "latency_ms")
+
+
+def result_rows(db: Path) -> dict[tuple, float]:
+    """(job key, metric, attack, eps) -> value for done jobs, timing metrics left out."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    out = {(k, m, a, e): v for k, m, a, e, v in con.execute(
+        "select j.key, r.metric, r.attack, r.eps, r.value from results r join jobs j on j.id = r.job_id where j.status = 'done'"
+    ) if not any(t in m for t in TIMING)}
+    con.close()
+    return out
+
+
+def job_states(db: Path) -> dict[str, tuple[str, str | None]]:
+    """pruner -> (status, error)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {p: (s, e) for p, s, e in con.execute("select pruner, status, error from jobs")}
+    finally:
+        con.close()
+
+
+def harness_run(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m harness run ARGS` in a subprocess (stderr kept for the failure message)."""
+    return subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@dataclass
+class Reference:
+    """An uninterrupted run of a three-job grid, and the checkpoint cache it filled."""
+
+    grid: Path
+    db: Path
+    cache: Path
+    held_lock: Path  # the lock a job's evaluation takes on its pruned checkpoint: holding it holds that job
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    import tomllib
+
+    from harness.engine.grid import parse_grid
+
+    tmp = tmp_path_factory.mktemp("reference")
+    grid = tmp / "g.toml"
+    grid.write_text(TINY_GRID.replace('pruners = ["none", "l1_filter"]', 'pruners = ["none", "l1_filter", "random_filter"]').replace("epochs = 4", "epochs = 1"))
+    ref = harness_run(["--grid", str(grid), "--device", "cpu", "--db", str(tmp / "ref.db"), "--cache-dir", str(tmp / "cache"), "--site-dir", str(tmp / "site")], tmp)
+    _, stderr = ref.communicate(timeout=900)
+    assert ref.returncode == 0, stderr[-2000:]
+    job = next(j for j in parse_grid(tomllib.loads(grid.read_text())).jobs if j.pruner.name == "random_filter")
+    return Reference(grid, tmp / "ref.db", tmp / "cache", tmp / "cache" / "artifacts" / "pruned" / f"{job.pruned_key}.lock")
+
+
+@contextmanager
+def held(lock: Path) -> Iterator[None]:
+    """Hold an artifact lock, so the job that needs it waits (mid-grid, whatever the machine's speed)."""
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def stop_mid_grid(reference: Reference, db: Path, sig: signal.Signals, cwd: Path) -> tuple[subprocess.Popen, str, list[int]]:
+    """Run the grid with the random_filter job held, wait until the other two are done, send `sig`; returns (process, stderr, worker pids)."""
+    args = ["--grid", str(reference.grid), "--device", "cpu", "--db", str(db), "--cache-dir", str(reference.cache), "--site-dir", str(cwd / "site"), "--workers", "2"]
+    with held(reference.held_lock):
+        proc = harness_run(args, cwd)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            try:
+                st = job_states(db) if db.exists() else {}
+            except sqlite3.OperationalError:  # the file exists before its tables do
+                st = {}
+            if [s for s, _ in st.values()].count("done") == 2 and st.get("random_filter", ("",))[0] == "running":
+                break
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the grid did not reach the held job: {job_states(db)}")
+        workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+    return proc, stderr, workers
+
+
+def gone(pid: int) -> bool:
+    """A process that no longer runs (absent, or a zombie left for init to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_act_like_ctrl_c_and_the_rerun_equals_an_uninterrupted_run(sig: signal.Signals, reference: Reference, tmp_path: Path) -> None:
+    db = tmp_path / "stopped.db"
+    proc, stderr, workers = stop_mid_grid(reference, db, sig, tmp_path)
+    assert proc.returncode == 128 + sig, stderr[-2000:]
+    assert f"interrupted ({sig.name})" in stderr
+    st = job_states(db)
+    assert st["none"][0] == st["l1_filter"][0] == "done"
+    assert st["random_filter"][0] == "interrupted" and f"interrupted ({sig.name})" in (st["random_filter"][1] or "")
+    assert workers and all(gone(p) for p in workers)  # no worker left computing
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    (ended, finished), = con.execute("select ended, finished_at from runs").fetchall()
+    assert con.execute("pragma integrity_check").fetchone()[0] == "ok"
+    con.close()
+    assert ended == f"interrupted ({sig.name})" and finished is not None
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+
+    status = CliRunner().invoke(app, ["status", "--db", str(db)])
+    assert status.exit_code == 0 and "in flight" not in status.output and "stale" not in status.output
+    again = harness_run(["--grid", str(reference.grid), "--device", "cpu", "--db", str(db), "--cache-dir", str(reference.cache), "--site-dir", str(tmp_path / "site")], tmp_path)
+    _, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-2000:]
+    assert {s for s, _ in job_states(db).values()} == {"done"}
+    assert result_rows(db) == result_rows(reference.db)
