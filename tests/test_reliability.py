@@ -299,6 +299,12 @@ class Reference:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """The uninterrupted run, shared by the tests of this module."""
+    return make_reference(tmp_path_factory)
+
+
+def make_reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """Run the three-job grid once, uninterrupted."""
     import tomllib
 
     from harness.engine.grid import parse_grid
