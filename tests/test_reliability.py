@@ -384,3 +384,53 @@ def test_sigterm_and_sighup_act_like_ctrl_c_and_the_rerun_equals_an_uninterrupte
     assert again.returncode == 0, stderr[-2000:]
     assert {s for s, _ in job_states(db).values()} == {"done"}
     assert result_rows(db) == result_rows(reference.db)
+
+
+# ---------------------------------------------------------------- bounded grid input
+
+BAD_GRIDS = {
+    "too many jobs": ("seeds = [0]", f"seeds = {list(range(100_001))}", "expands to 200,002 jobs; a grid may have at most 100,000"),
+    "linf eps above 1": ('eps = [0.1]\n\n[[attacks]]\nname = "pgd_linf"', 'eps = [8]\n\n[[attacks]]\nname = "pgd_linf"', "(Linf) eps 8 is outside (0, 1]"),
+    "linf eps zero": ('eps = [0.1]\n\n[[attacks]]\nname = "pgd_linf"', 'eps = [0]\n\n[[attacks]]\nname = "pgd_linf"', "(Linf) eps 0 is outside (0, 1]"),
+    "negative eps": ('eps = [0.1]\n\n[[attacks]]\nname = "pgd_linf"', 'eps = [0.1]\n\n[[attacks]]\nname = "pgd_l2"\neps = [-0.5]\n\n[[attacks]]\nname = "pgd_linf"', "eps must be >= 0"),
+    "sparsity 1": ("sparsities = [0.5]", "sparsities = [0.5, 1.0]", "'sparsities' values must be numbers in [0, 1), got 1.0"),
+    "negative sparsity": ("sparsities = [0.5]", "sparsities = [-0.1]", "got -0.1"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GRIDS))
+def test_out_of_bounds_grids_are_refused_before_anything_runs(case: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+
+    old, new, words = BAD_GRIDS[case]
+    assert old in TINY_GRID
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY_GRID.replace(old, new, 1))
+    res = CliRunner().invoke(app, ["run", "--grid", str(grid), "--db", str(tmp_path / "r.db"), "--site-dir", str(tmp_path / "site"), "--device", "cpu"])
+    assert res.exit_code == 1 and words in " ".join(res.output.split()), res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.toml"]  # no database, cache or site
+
+
+def test_a_grid_file_over_10_mb_is_refused_unread(tmp_path: Path) -> None:
+    from harness.api.errors import GridError
+    from harness.engine.grid import load_grid
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY_GRID + "# " + "x" * (10 * 2**20) + "\n")
+    with pytest.raises(GridError, match=r"g.toml: 10.0 MB; a grid file may be at most 10 MB"):
+        load_grid(str(grid))
+
+
+def test_duplicate_grid_entries_collapse_with_a_note() -> None:
+    import tomllib
+
+    from harness.engine.grid import parse_grid
+
+    raw = tomllib.loads(TINY_GRID.replace('pruners = ["none", "l1_filter"]', 'pruners = ["none", "l1_filter", "l1_filter"]').replace("seeds = [0]", "seeds = [0, 0]").replace("eps = [0.1]", "eps = [0.1, 0.1]", 1))
+    grid = parse_grid(raw)
+    assert len(grid.jobs) == 2 and grid.jobs[0].attacks[0].eps == (0.1,)
+    assert any("'pruners' lists 'l1_filter' more than once" in n for n in grid.notes)
+    assert any("'seeds' lists '0' more than once" in n for n in grid.notes)
+    assert any("attacks.fgsm.eps" in n for n in grid.notes)

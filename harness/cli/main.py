@@ -114,6 +114,8 @@ def run(
         f"grid [bold]{summary.grid}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
         f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {db}; site in {site_dir}/index.html"
     )
+    for note in summary.notes:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
     for key, line in summary.failed:
         err.print(f"  [red]{key}[/]: {line}", highlight=False)
     if summary.failed:

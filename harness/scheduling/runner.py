@@ -73,6 +73,7 @@ class RunSummary:
     by_others: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what validation changed, e.g. duplicate grid entries collapsed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,7 +161,7 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
 
 def _run(opts: RunOptions, grid: Grid, device: torch.device, configs: list[WorkerConfig], progress: ProgressFn | None, t0: float) -> RunSummary:
     """The body of `run` once the grid is valid and the workers are configured."""
-    summary = RunSummary(grid.name, len(grid.jobs))
+    summary = RunSummary(grid.name, len(grid.jobs), notes=list(grid.notes))
     done_before: set[str] = set()
     if Path(opts.db).exists() and not opts.fresh:
         # Read-only: a run that fails validation below must leave the file byte-for-byte unchanged.
