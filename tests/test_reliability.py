@@ -434,3 +434,35 @@ def test_duplicate_grid_entries_collapse_with_a_note() -> None:
     assert any("'pruners' lists 'l1_filter' more than once" in n for n in grid.notes)
     assert any("'seeds' lists '0' more than once" in n for n in grid.notes)
     assert any("attacks.fgsm.eps" in n for n in grid.notes)
+
+
+# ---------------------------------------------------------------- submissions belong to their database
+
+
+def test_a_submission_is_recorded_in_its_own_database_and_listed_by_that_databases_site(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from harness.site.build import build_site
+    from harness.store.queries import submission_source
+    from harness.store.session import Store
+    from harness.submission.submit import SubmitOptions, read_index, record
+
+    repo = Path(__file__).resolve().parent.parent
+    git_before = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True, text=True).stdout
+    source = (repo / "examples" / "my_pruner.py").read_bytes()
+    sha = hashlib.sha256(source).hexdigest()
+    report = {"name": "l1_over_l2_filter", "author": "Ada", "description": "L1 over L2.", "paper": "", "url": "", "family": "filter",
+              "class": "L1OverL2", "dry_run": {"sparsity_achieved": 0.5}}
+    where = record(source, sha, report, SubmitOptions(db=tmp_path / "scratch.db"), Path("my_pruner.py"))
+    assert "scratch.db" in where
+    assert read_index(tmp_path / "scratch.db")["submissions"]["l1_over_l2_filter"]["sha256"] == sha
+    with Store(tmp_path / "scratch.db", readonly=True).session() as s:
+        assert submission_source(s, "l1_over_l2_filter") == source
+    # The checkout (and so an installed package) is untouched.
+    assert subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=repo, capture_output=True, text=True).stdout == git_before
+    build_site(Store(tmp_path / "scratch.db", readonly=True), tmp_path / "site-a")
+    build_site(Store(tmp_path / "other.db"), tmp_path / "site-b")
+    listed = json.loads((tmp_path / "site-a" / "submissions.json").read_text())
+    assert [(e["name"], e["sha256"], e["author"]) for e in listed] == [("l1_over_l2_filter", sha, "Ada")]
+    assert json.loads((tmp_path / "site-b" / "submissions.json").read_text()) == []

@@ -30,12 +30,14 @@ from harness.store.queries import (
     BoardRow,
     Estimate,
     JobRecord,
+    SubmissionRecord,
     baseline_index,
     baseline_of,
     job_records,
     leaderboards,
     result_rows,
     status_counts,
+    submission_records,
 )
 from harness.store.session import Store
 
@@ -330,7 +332,7 @@ class PluginInfo:
     recorded: list[tuple[str, int]]  # (sha256 recorded by jobs, number of jobs)
 
 
-def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "") -> PluginInfo:
+def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "", submitted: SubmissionRecord | None = None) -> PluginInfo:
     reg = {"pruner": pruners, "architecture": architectures}[kind]
     recorded: dict[str, int] = defaultdict(int)
     prov: dict[str, Any] = {}
@@ -340,6 +342,9 @@ def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "") 
             prov = p
             recorded[str(p.get("sha256", ""))] += 1
     info = reg.get(name).as_dict() if name in reg else prov
+    if submitted is not None:  # a submission: what its database recorded, whoever renders the site
+        info = {"description": submitted.description, "paper": submitted.paper, "sha256": submitted.sha256,
+                "source": f"submitted by {submitted.author} as {submitted.original_filename}, {submitted.submitted_at:%Y-%m-%d}"}
     return PluginInfo(
         name,
         str(info.get("description", "")),
@@ -374,6 +379,8 @@ def build_site(store: Store, out: Path) -> Path:
         boards = leaderboards(s, fams, threat_models(), jobs)
         rows = [r.as_dict() for r in result_rows(s)]
         counts = status_counts(s)
+        # The submissions of this database (not of whichever harness renders it).
+        submitted = {r.name: r for r in submission_records(s)}
     env = environment()
     all_rows = [r for b in boards for r in b.rows]
     colors = pruner_colors((r.pruner_label for r in all_rows), (r.pruner_label for r in all_rows if r.is_dense))
@@ -381,6 +388,7 @@ def build_site(store: Store, out: Path) -> Path:
     common = {"generated": generated, "colors": colors}
 
     _write_downloads(out, rows, jobs, boards)
+    atomic_write_text(out / "submissions.json", json.dumps([r.as_dict() for r in submitted.values()], indent=1, default=str))
     assets = out / "assets"
     assets.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
@@ -411,7 +419,7 @@ def build_site(store: Store, out: Path) -> Path:
     for kind, folder in (("pruner", "pruners"), ("architecture", "architectures")):
         (out / folder).mkdir(exist_ok=True)
         for name, its_jobs in jobs_by[kind].items():
-            info = _plugin_info(kind, name, its_jobs, row_families.get(name, "") if kind == "pruner" else "")
+            info = _plugin_info(kind, name, its_jobs, row_families.get(name, "") if kind == "pruner" else "", submitted.get(name) if kind == "pruner" else None)
             sub = [_restrict(b, kind, name) for b in boards]
             sub = [b for b in sub if b.rows]
             figs = {}
