@@ -21,8 +21,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from harness.store.schema import SCHEMA_VERSION  # noqa: F401  (re-exported: the version these tables are)
-
 
 def utcnow() -> datetime:
     """Timezone-aware now."""

@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from harness.api.errors import HarnessError
 from harness.api.metrics import Metric
 from harness.store.models import (
-    SCHEMA_VERSION,
     Base,
     Job,
     JobStatus,
@@ -28,7 +27,7 @@ from harness.store.models import (
     Submission,
     utcnow,
 )
-from harness.store.schema import check_current
+from harness.store.schema import SCHEMA_VERSION, check_current
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
