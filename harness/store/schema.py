@@ -51,8 +51,11 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True)
 
 
-def probe(path: str | Path) -> int:
-    """The schema version of the harness database at `path`; DatabaseFileError naming the file and the problem otherwise."""
+def probe(path: str | Path, allow_blank: bool = False) -> int:
+    """The schema version of the harness database at `path`; DatabaseFileError naming the file and the problem otherwise.
+
+    `allow_blank`: an SQLite file without any table yet (another `harness run` creating it this instant) is 0.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -80,6 +83,8 @@ def probe(path: str | Path) -> int:
         raise DatabaseFileError(f"{path} is a corrupt SQLite database ({exc}); restore it from a backup.") from None
     if check != "ok":
         raise DatabaseFileError(f"{path} is a corrupt SQLite database (integrity check: {check}); restore it from a backup.")
+    if allow_blank and row is None and tables <= CORE_TABLES | {"submissions"}:
+        return 0  # no table, or some without the version row yet: a harness creating it right now
     if not CORE_TABLES <= tables:
         shown = ", ".join(sorted(tables)[:8]) or "none"
         raise DatabaseFileError(f"{path} is an SQLite database of another program (its tables: {shown}), not a harness results database; pass the right --db.")
@@ -94,9 +99,11 @@ def probe(path: str | Path) -> int:
     return version
 
 
-def check_current(path: str | Path) -> None:
+def check_current(path: str | Path, allow_blank: bool = False) -> None:
     """Refuse a database that is not a current harness database (older ones name the upgrade command)."""
-    version = probe(path)
+    version = probe(path, allow_blank)
+    if version == 0:
+        return
     if version < SCHEMA_VERSION:
         raise DatabaseFileError(
             f"{path} has schema version {version}; this harness uses {SCHEMA_VERSION}. "

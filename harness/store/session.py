@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, or_, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -56,8 +58,13 @@ class Store:
         if (readonly or not create) and not self.path.exists():
             raise HarnessError(f"No results database at {self.path}; run `harness run` first or pass --db PATH.")
         if self.path.exists():
+            # A concurrent `harness run` may have just created the file: SQLite writes its first page a moment later.
+            for _ in range(20):
+                if self.path.stat().st_size > 0:
+                    break
+                time.sleep(0.1)
             # Before SQLAlchemy or WAL touch it: a foreign, empty, corrupt or other-version file is refused unchanged.
-            check_current(self.path)
+            check_current(self.path, allow_blank=not readonly)
         if readonly:
             self.engine: Engine = create_engine(f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true")
             event.listen(self.engine, "connect", _readonly_pragmas)
@@ -66,11 +73,11 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        # A concurrent writer may see the tables before the version row; probe(allow_blank=True) accepts that state.
+        with self.engine.begin() as conn:
+            Base.metadata.create_all(conn)
+            conn.execute(sqlite_insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self.session() as s:
-            if s.get(Meta, "schema_version") is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
     def close(self) -> None:
         """Close pooled connections (the last one checkpoints the WAL into the main file)."""
