@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from harness.engine.grid import parse_grid
 from harness.scheduling.dag import build_dag
 from harness.scheduling.runner import RunOptions, run
 from tests.conftest import TINY_GRID
+from tests.test_reliability import Reference, make_reference
 
 # Metrics that measure time vary between runs; everything else must be identical.
 TIMING = ("_seconds", "latency_ms")
@@ -123,29 +123,37 @@ def _three_job_grid(tmp_path: Path) -> Path:
     return grid
 
 
-def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
-    grid = _three_job_grid(tmp_path)
-    common = ["--grid", str(grid), "--device", "cpu", "--site-dir", str(tmp_path / "site")]
-    ref = _harness([*common, "--db", str(tmp_path / "ref.db"), "--cache-dir", str(tmp_path / "ref-cache")], tmp_path)
-    assert ref.wait(600) == 0, ref.stderr.read() if ref.stderr else ""
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    """An uninterrupted run of the three-job grid."""
+    return make_reference(tmp_path_factory)
+
+
+def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(reference: Reference, tmp_path: Path) -> None:
+    """SIGKILL while a job is held running (so the kill always lands mid-grid): `harness status` calls the run stale, the rerun finishes it."""
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+    from tests.test_reliability import (
+        harness_run,
+        job_states,
+        result_rows,
+        stop_mid_grid,
+    )
+
     db = tmp_path / "killed.db"
-    args = [*common, "--db", str(db), "--cache-dir", str(tmp_path / "cache")]
-    proc = _harness(args, tmp_path)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # kill as soon as the first job is done, mid-grid
-        try:
-            if db.exists() and "done" in {s for s, _, _ in states(db).values()}:
-                break
-        except sqlite3.OperationalError:  # the file exists before its tables do
-            pass
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert "running" in {s for s, _, _ in states(db).values()} or len(rows(db)) < len(rows(tmp_path / "ref.db"))
-    again = _harness(args, tmp_path)
-    assert again.wait(600) == 0, again.stderr.read() if again.stderr else ""
-    assert {s for s, _, _ in states(db).values()} == {"done"}
-    assert rows(db) == rows(tmp_path / "ref.db")
+    proc, _, workers = stop_mid_grid(reference, db, signal.SIGKILL, tmp_path)
+    assert proc.returncode == -signal.SIGKILL
+    st = job_states(db)
+    assert st["random_filter"][0] == "running" and [s for s, _ in st.values()].count("done") == 2
+    status = CliRunner().invoke(app, ["status", "--db", str(db)])
+    assert status.exit_code == 0 and "stale (no heartbeat for" in status.output and "in flight" not in status.output, status.output
+    args = ["--grid", str(reference.grid), "--device", "cpu", "--db", str(db), "--cache-dir", str(reference.cache), "--site-dir", str(tmp_path / "site")]
+    again = harness_run(args, tmp_path)
+    _, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-2000:]
+    assert {s for s, _ in job_states(db).values()} == {"done"}
+    assert result_rows(db) == result_rows(reference.db)
 
 
 def test_two_concurrent_runs_share_the_work(tmp_path: Path) -> None:

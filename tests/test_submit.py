@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import socket
 import textwrap
 from pathlib import Path
@@ -65,17 +64,14 @@ BAD: dict[str, tuple[str, list[str]]] = {
 
 @pytest.fixture
 def where(tmp_path: Path) -> dict[str, Path]:
-    """A tmp DB (with one byte-checked row), submissions folder and site folder."""
-    import sqlite3
+    """A tmp results DB (with one byte-checked run row), the checkout's registry folder and a site folder."""
+    from harness.store.session import Store
 
     db = tmp_path / "results.db"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE results (x)")
-    con.execute("INSERT INTO results VALUES (1)")
-    con.commit()
-    con.close()
-    subs = tmp_path / "submissions"
-    subs.mkdir()
+    store = Store(db)
+    store.start_run("g", "g.toml", 0, {})
+    store.close()
+    subs = Path(__file__).resolve().parent.parent / "registry"
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("old site")
@@ -83,8 +79,18 @@ def where(tmp_path: Path) -> dict[str, Path]:
 
 
 def _opts(where: dict[str, Path], **kw: object) -> SubmitOptions:
-    base = {"db": where["db"], "submissions_dir": where["subs"], "site_dir": where["site"], "time_limit_s": 120.0, "memory_mb": 1024}
+    base = {"db": where["db"], "site_dir": where["site"], "time_limit_s": 120.0, "memory_mb": 1024}
     return SubmitOptions(**(base | kw))  # type: ignore[arg-type]
+
+
+def _record(db: Path, name: str, sha: str, author: str) -> None:
+    """Record a submission row as an earlier `harness submit` would have."""
+    from harness.store.session import Store
+
+    store = Store(db)
+    store.record_submission({"name": name, "sha256": sha, "source": b"# earlier\n", "original_filename": f"{name}.py", "author": author,
+                             "description": "earlier", "family": "filter", "class_name": "X", "harness_version": "0"})
+    store.close()
 
 
 def _snapshot(where: dict[str, Path]) -> dict[str, str]:
@@ -101,7 +107,7 @@ def test_bad_submission_is_refused_with_its_message(case: str, where: dict[str, 
     path.write_text(source.replace("DB", repr(str(where["db"]))) if case == "writes_db" else source)
     before = _snapshot(where)
     limits = {"time_limit_s": 3.0} if case == "timeout" else {}
-    args = ["submit", str(path), "--db", str(where["db"]), "--submissions-dir", str(where["subs"]), "--site-dir", str(where["site"]), "--memory-mb", "1024"]
+    args = ["submit", str(path), "--db", str(where["db"]), "--site-dir", str(where["site"]), "--memory-mb", "1024"]
     args += ["--time-limit", str(limits.get("time_limit_s", 120))]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
@@ -109,7 +115,7 @@ def test_bad_submission_is_refused_with_its_message(case: str, where: dict[str, 
     for w in words:
         assert w in message, f"{case}: {w!r} not in {message!r}"
     assert _snapshot(where) == before
-    assert read_index(where["subs"])["submissions"] == {}
+    assert read_index(where["db"])["submissions"] == {}
 
 
 def test_template_passes_every_check(where: dict[str, Path]) -> None:
@@ -129,7 +135,7 @@ def test_template_command_prints_the_example() -> None:
 def test_dry_run_records_nothing(where: dict[str, Path]) -> None:
     """--dry-run stops after the checks: no registry entry, DB and site unchanged."""
     before = _snapshot(where)
-    res = CliRunner().invoke(app, ["submit", str(TEMPLATE), "--dry-run", "--db", str(where["db"]), "--submissions-dir", str(where["subs"]), "--site-dir", str(where["site"])])
+    res = CliRunner().invoke(app, ["submit", str(TEMPLATE), "--dry-run", "--db", str(where["db"]), "--site-dir", str(where["site"])])
     assert res.exit_code == 0, res.output
     out = " ".join(res.output.split())
     assert "passed every check" in out and "nothing recorded" in out
@@ -138,8 +144,7 @@ def test_dry_run_records_nothing(where: dict[str, Path]) -> None:
 
 def test_taken_name_and_replace_by_author_only(where: dict[str, Path]) -> None:
     """A recorded name is refused; --replace works only with the same author."""
-    index = {"format": 1, "submissions": {"l1_over_l2_filter": {"sha256": "0" * 64, "author": "Someone Else", "submitted_at": "2020-01-01"}}}
-    (where["subs"] / "index.json").write_text(json.dumps(index))
+    _record(where["db"], "l1_over_l2_filter", "0" * 64, "Someone Else")
     with pytest.raises(SubmissionError, match="is taken by the submission of 'Someone Else'"):
         submit(TEMPLATE, _opts(where, dry_run=True))
     with pytest.raises(SubmissionError, match="only the author may replace"):
@@ -157,40 +162,33 @@ def test_sibling_registry_folder_is_never_walked_by_builtins() -> None:
 
 
 @pytest.mark.skipif(not sandbox_available(), reason="unprivileged user namespaces are not available here")
-def test_sandbox_blocks_network_and_writes(where: dict[str, Path]) -> None:
-    """Under --sandbox the check has no network and cannot write the registry folder, even bypassing Python's hooks."""
+def test_sandbox_holds_against_code_that_bypasses_python(where: dict[str, Path]) -> None:
+    """Sandboxed (the default), a write through a child process and a raw connect fail at the kernel; --no-sandbox shows they would not."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     port = server.getsockname()[1]
-    target = where["subs"] / "planted.txt"
+    target = where["tmp"] / "planted.txt"
+    # A shell child and ctypes are invisible to Python's audit hooks: only the kernel sandbox stops them.
     probe = f"""
-import socket
-try:
-    socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
-    raise RuntimeError("network reachable")
-except OSError:
-    pass
-try:
-    open({str(target)!r}, "w").write("x")
-    raise RuntimeError("registry writable")
-except OSError:
-    pass
+import ctypes, subprocess, struct
+subprocess.run(["sh", "-c", "echo x > {target}"], capture_output=True)
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.socket(2, 1, 0)
+addr = struct.pack("=HH4s8x", 2, __import__("socket").htons({port}), bytes([127, 0, 0, 1]))
+libc.connect(fd, addr, len(addr))
 """
     path = where["tmp"] / "probe.py"
     path.write_text(scored(L1, name="sandbox_probe", extra=probe))
     try:
-        report = check_file(path, _opts(where, sandbox=True))
-    finally:
-        server.close()
-    assert report["ok"] and not target.exists()
-    # Without the sandbox the same probe reaches the socket, so the check above is not vacuous.
-    server = socket.socket()
-    server.bind(("127.0.0.1", port))
-    server.listen(1)
-    try:
-        with pytest.raises(SubmissionError, match="network reachable|registry writable"):
-            check_file(path, _opts(where))
+        server.settimeout(0.5)
+        check_file(path, _opts(where))
+        assert not target.exists()
+        with pytest.raises(socket.timeout):
+            server.accept()
+        check_file(path, _opts(where, sandbox=False))
+        assert target.exists()  # without the sandbox the same probe gets through, so the check above is not vacuous
+        server.accept()[0].close()
     finally:
         server.close()
 
@@ -198,10 +196,9 @@ except OSError:
 def test_identical_file_is_refused_as_duplicate(where: dict[str, Path]) -> None:
     """A file whose sha256 is already recorded is refused before any process starts, whatever its name."""
     sha = hashlib.sha256(TEMPLATE.read_bytes()).hexdigest()
-    index = {"format": 1, "submissions": {"earlier_name": {"sha256": sha, "author": "Ada", "submitted_at": "2020-01-01"}}}
-    (where["subs"] / "index.json").write_text(json.dumps(index))
+    _record(where["db"], "earlier_name", sha, "Ada")
     before = _snapshot(where)
-    res = CliRunner().invoke(app, ["submit", str(TEMPLATE), "--db", str(where["db"]), "--submissions-dir", str(where["subs"]), "--site-dir", str(where["site"])])
+    res = CliRunner().invoke(app, ["submit", str(TEMPLATE), "--db", str(where["db"]), "--site-dir", str(where["site"])])
     assert res.exit_code == 2
     assert "duplicate" in res.output and "'earlier_name'" in res.output
     assert _snapshot(where) == before
@@ -216,19 +213,20 @@ HOSTILE = scored(L1, name="hostile_l1", meta='author="<img src=x onerror=alert(1
 def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_grid: Path) -> None:
     """One command: checked, recorded with its sha256, run in workers on a grid, on the site (escaped); a resubmit is a duplicate."""
     from harness.api.plugins import pruners
-    from harness.store.queries import job_records
+    from harness.store.queries import job_records, submission_source
     from harness.store.session import Store
 
     where["db"].unlink()  # a real results DB this time
     path = where["tmp"] / "hostile.py"
     path.write_text(HOSTILE)
-    args = ["submit", str(path), "--grid", str(tiny_grid), "--db", str(where["db"]), "--submissions-dir", str(where["subs"]), "--site-dir", str(where["site"])]
+    args = ["submit", str(path), "--grid", str(tiny_grid), "--db", str(where["db"]), "--site-dir", str(where["site"])]
     try:
         res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, res.output
-        entry = read_index(where["subs"])["submissions"]["hostile_l1"]
+        entry = read_index(where["db"])["submissions"]["hostile_l1"]
         assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        assert (where["subs"] / "hostile_l1.py").read_bytes() == path.read_bytes()
+        with Store(where["db"], readonly=True).session() as s:
+            assert submission_source(s, "hostile_l1") == path.read_bytes()
         assert entry["author"] == "<img src=x onerror=alert(1)>" and entry["harness_version"]
         with Store(where["db"], readonly=True).session() as s:
             jobs = {j.pruner: j for j in job_records(s)}
@@ -283,3 +281,76 @@ def test_other_families_dry_run_on_a_fitting_model(family: str, where: dict[str,
     assert report["family"] == family
     assert dry["architecture"] == ("resnet20" if family == "layer" else "small_cnn")
     assert abs(dry["sparsity_achieved"] - 0.5) <= dry["tolerance"] + 1e-9
+
+
+VANDAL = '''
+import os, socket
+from pathlib import Path
+
+ROOTS = ROOTS_HERE
+try:
+    socket.create_connection(("127.0.0.1", PORT), timeout=2).close()
+except OSError:
+    pass
+for root in [os.getcwd(), os.environ.get("HOME", ""), *ROOTS]:
+    for pattern in ("*.db", "*.json", "*.py"):
+        for p in Path(root).rglob(pattern):
+            try:
+                with open(p, "ab") as fh:
+                    fh.write(b"!")
+            except OSError:
+                pass
+'''
+
+
+@pytest.mark.parametrize("sandbox", [True, False])
+def test_submission_that_vandalises_files_and_opens_a_socket_is_refused_and_changes_nothing(
+    sandbox: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appending to every *.db, *.json, *.py under the working directory, the DB's folder and $HOME, plus a socket: refused, every file identical."""
+    from harness.store.session import Store
+
+    if sandbox and not sandbox_available():
+        pytest.skip("unprivileged user namespaces are not available here")
+    work, data, home = tmp_path / "work", tmp_path / "data", tmp_path / "home"
+    for d in (work, data, home / ".config"):
+        d.mkdir(parents=True)
+    db = data / "results.db"
+    store = Store(db)
+    store.start_run("g", "g.toml", 0, {})
+    store.close()
+    (data / "published-copy.db").write_bytes(db.read_bytes())
+    (data / "notes.json").write_text('{"a": 1}')
+    (work / "analysis.py").write_text("print(1)\n")
+    (work / "scratch.db").write_bytes(db.read_bytes())
+    (home / ".config" / "settings.json").write_text("{}")
+    (home / "tool.py").write_text("x = 1\n")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.settimeout(0.5)
+    source = scored(L1, name="vandal", extra=VANDAL.replace("ROOTS_HERE", repr([str(work), str(data), str(home)])).replace("PORT", str(server.getsockname()[1])))
+    path = work / "vandal.py"
+    path.write_text(source)
+    roots = (work, data, home, Path(__file__).resolve().parent.parent / "registry")
+
+    def snapshot() -> dict[str, str]:
+        # SQLite's -wal/-shm side files appear beside a WAL database whenever anything reads it; the files themselves must not change.
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for r in roots for p in sorted(r.rglob("*"))
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(("-wal", "-shm"))}
+
+    before = snapshot()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
+    args = ["submit", str(path), "--db", str(db), "--site-dir", str(tmp_path / "site")] + ([] if sandbox else ["--no-sandbox"])
+    try:
+        res = CliRunner().invoke(app, args)
+        with pytest.raises(socket.timeout):
+            server.accept()  # nothing connected
+    finally:
+        server.close()
+    assert res.exit_code == 2, res.output
+    message = " ".join(res.output.split())
+    assert "refused" in message and "network access" in message and "private working folder" in message, message
+    assert snapshot() == before
+    assert not (tmp_path / "site").exists()

@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harness.api.errors import HarnessError
+from harness.api.files import atomic_write_text
 
 app = typer.Typer(help="Benchmark how pruning changes the adversarial robustness of CNNs.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -73,6 +74,8 @@ def run(
     """Run a grid: train, prune, fine-tune, attack; store results and render the site."""
     from harness.scheduling.runner import RunOptions
     from harness.scheduling.runner import run as run_grid
+    from harness.scheduling.signals import signame, stop_signals_interrupt
+    from harness.store.schema import check_current
 
     try:
         device_ids = [int(d) for d in devices.split(",")] if devices else None
@@ -84,6 +87,8 @@ def run(
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
+        if db.exists():
+            check_current(db)  # a foreign or damaged --db is refused before anything else starts
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task("jobs", total=None)
 
@@ -97,16 +102,20 @@ def run(
                 if event == "failed":
                     err.print(f"[red]failed[/] {label}")
 
-            summary = run_grid(opts, progress)
+            with stop_signals_interrupt():
+                summary = run_grid(opts, progress)
     except HarnessError as exc:
         _fail(exc)
-    except KeyboardInterrupt:
-        err.print("interrupted: running jobs marked 'interrupted'; rerun to finish them")
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        how = signame(exc)
+        err.print(f"interrupted ({how}): running jobs marked 'interrupted', workers stopped; run the same command again to finish them")
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     console.print(
         f"grid [bold]{summary.grid}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
         f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {db}; site in {site_dir}/index.html"
     )
+    for note in summary.notes:
+        err.print(f"note: {note}", highlight=False, soft_wrap=True)
     for key, line in summary.failed:
         err.print(f"  [red]{key}[/]: {line}", highlight=False)
     if summary.failed:
@@ -173,6 +182,10 @@ def status(db: DbOpt = Path("results.db")) -> None:
     for key, pruner, arch, line in failures:
         console.print(f"[red]failed[/] {key} {arch}/{pruner}: {line[0]}", highlight=False)
     for r in flight:
+        if r.stale_s is not None:
+            console.print(f"run {r.run_id} ({r.grid}) stale (no heartbeat for {r.stale_s:.0f} s): its driver is gone; "
+                          f"{r.done} done, {r.failed} failed of {r.todo}. Run the same `harness run` again to finish it.", highlight=False)
+            continue
         eta = f"ETA {r.eta_s / 60:.1f} min" if r.eta_s is not None else "ETA unknown until a job finishes"
         console.print(f"run {r.run_id} ({r.grid}) in flight: {r.done} done, {r.failed} failed of {r.todo}; "
                       f"{r.elapsed_s / 60:.1f} min elapsed, {eta}", highlight=False)
@@ -242,7 +255,10 @@ def report(
     if out is None:
         typer.echo(text)
     else:
-        out.write_text(text + "\n")
+        try:
+            atomic_write_text(out, text + "\n")
+        except HarnessError as exc:
+            _fail(exc)
         console.print(f"wrote {out}")
 
 
@@ -251,6 +267,8 @@ def main() -> None:
     app()
 
 
-from harness.cli.submit import submit  # noqa: E402  (the command lives in its own module)
+from harness.cli.db import db_app  # noqa: E402  (each command group lives in its own module)
+from harness.cli.submit import submit  # noqa: E402
 
 app.command()(submit)
+app.add_typer(db_app, name="db")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from harness.api.errors import HarnessError, SubmissionError
 from harness.api.paths import EXAMPLES_DIR
+from harness.store.schema import check_current
 
 TEMPLATE = EXAMPLES_DIR / "my_pruner.py"
 
@@ -29,13 +30,13 @@ def submit(
     workers: Annotated[int, typer.Option(help="Worker processes on the CPU (the submission runs only in these).")] = 1,
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (e.g. CIFAR-10).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint cache (default: .harness beside the DB); dense models there are reused.")] = None,
-    submissions_dir: Annotated[Optional[Path], typer.Option(help="Where entries are recorded (default: registry/submissions of the harness).")] = None,
     time_limit: Annotated[float, typer.Option(help="Seconds the check process may take (import plus two dry runs).")] = 300.0,
     memory_mb: Annotated[int, typer.Option(help="MiB the submission may allocate in the check process, beyond the harness's own.")] = 4096,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Linux: run the check without network and with the repo, DB folder and site read-only.")] = False,
+    sandbox: Annotated[bool, typer.Option("--sandbox/--no-sandbox", help="Linux: run the check and the workers without network, everything read-only but their private folder (and the workers' cache). On by default where the kernel allows it.")] = True,
 ) -> None:
     """Submit a pruner: check it in a separate process, record it, run it on a grid and re-render the leaderboard."""
-    from harness.submission.submit import SUBMISSIONS_DIR, SubmitOptions
+    from harness.scheduling.signals import signame, stop_signals_interrupt
+    from harness.submission.submit import SubmitOptions
     from harness.submission.submit import submit as do_submit
 
     if template:
@@ -45,18 +46,24 @@ def submit(
         raise typer.BadParameter("pass your pruner file, e.g. `harness submit my_pruner.py` (start from `harness submit --template > my_pruner.py`).", param_hint="FILE")
     opts = SubmitOptions(
         grid=grid, db=db, site_dir=site_dir, device=device, workers=workers, data_dir=data_dir, cache_dir=cache_dir,
-        submissions_dir=submissions_dir or SUBMISSIONS_DIR, replace=replace, dry_run=dry_run,
-        time_limit_s=time_limit, memory_mb=memory_mb, sandbox=sandbox,
+        replace=replace, dry_run=dry_run, time_limit_s=time_limit, memory_mb=memory_mb, sandbox=sandbox,
+        warn=lambda line: err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True),
     )
     try:
-        err.print(f"checking {file} in a separate process (time limit {time_limit:g} s, memory {memory_mb} MiB{', sandboxed' if sandbox else ''})…", highlight=False)
-        result = do_submit(file, opts, progress=_progress)
+        if db.exists():
+            check_current(db)  # a foreign or damaged --db is refused before anything else is said or started
+        err.print(f"checking {file} in a separate process (time limit {time_limit:g} s, memory {memory_mb} MiB{'' if sandbox else ', --no-sandbox'})…", highlight=False, soft_wrap=True)
+        with stop_signals_interrupt():
+            result = do_submit(file, opts, progress=_progress)
     except SubmissionError as exc:
         err.print(f"[bold red]refused:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
         raise typer.Exit(exc.exit_code)
     except HarnessError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt as exc:
+        err.print(f"interrupted ({signame(exc)}): running jobs marked 'interrupted', workers stopped; run the same `harness submit` with --replace to finish them")
+        raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     dry = result.report["dry_run"]
     console.print(
         f"ok: pruner [bold]{result.name}[/] by {result.report['author']} (sha256 {result.sha256[:12]}…) passed every check; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from harness.api.files import atomic_write
 
 
 class ArtifactCache:
@@ -35,12 +36,9 @@ class ArtifactCache:
 
     def save(self, kind: str, key: str, model: nn.Module, meta: dict[str, Any]) -> Path:
         """Write atomically: a crash never leaves a truncated checkpoint under the final name."""
-        path = self.path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"model": model, "meta": json.loads(json.dumps(meta, default=str))}, tmp)
-        tmp.replace(path)
-        return path
+        blob = {"model": model, "meta": json.loads(json.dumps(meta, default=str))}
+        # A full disk fails the job with WriteError (naming the file) and leaves any earlier checkpoint intact.
+        return atomic_write(self.path(kind, key), lambda fh: torch.save(blob, fh))
 
     @contextmanager
     def lock(self, kind: str, key: str) -> Iterator[None]:

@@ -36,6 +36,9 @@ TOP_KEYS = {
     "eval": dict,
 }
 REQUIRED = ("datasets", "architectures", "pruners", "attacks")
+# Bounds on what a grid file may ask for, checked before anything is expanded or run.
+MAX_GRID_BYTES = 10 * 2**20
+MAX_JOBS = 100_000
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Grid:
     path: str
     jobs: list[JobSpec] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. duplicate entries that were collapsed
 
     @property
     def datasets(self) -> list[str]:
@@ -79,6 +83,9 @@ def resolve(grid: str) -> Path:
 def load_grid(grid: str) -> Grid:
     """Parse, validate and expand a grid; raises GridError with a one-line message."""
     path = resolve(grid)
+    size = path.stat().st_size
+    if size > MAX_GRID_BYTES:
+        raise GridError(f"{path}: {size / 2**20:.1f} MB; a grid file may be at most {MAX_GRID_BYTES // 2**20} MB. Nothing was run.")
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -126,6 +133,50 @@ def _plugin_params(cls: type, params: dict[str, Any], name: str, where: str) -> 
         raise GridError(f"{where}: bad parameters for {name!r}: {exc}") from None
 
 
+def _collapse(values: list[Any], key: str, notes: list[str]) -> list[Any]:
+    """`values` without repeats (first occurrence kept), with a note when any were dropped."""
+    seen: list[Any] = []
+    for v in values:
+        if v not in seen:
+            seen.append(v)
+    if len(seen) < len(values):
+        dropped = [v for i, v in enumerate(values) if v in values[:i]]
+        notes.append(f"'{key}' lists {', '.join(map(repr, dict.fromkeys(map(str, dropped))))} more than once; each is run once.")
+    return seen
+
+
+def check_bounds(raw: dict[str, Any], where: str) -> list[str]:
+    """Refuse what no study needs before anything expands or runs; collapse duplicate entries in place. Returns the notes.
+
+    Bounds: sparsities in [0, 1); eps in (0, 1] for Linf attacks and > 0 for others (checked in parse_grid, where
+    each attack's threat model is known); at most MAX_JOBS jobs, counted from the axes without expanding them.
+    """
+    notes: list[str] = []
+    for key in ("datasets", "architectures", "pruners", "sparsities", "seeds", "attacks"):
+        if isinstance(raw.get(key), list):
+            raw[key] = _collapse(raw[key], key, notes)
+    for s in raw.get("sparsities", []):
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0.0 <= s < 1.0:
+            raise GridError(f"{where}: 'sparsities' values must be numbers in [0, 1), got {s!r}.")
+    for a in raw.get("attacks", []):
+        if isinstance(a, dict) and isinstance(a.get("eps"), list):
+            a["eps"] = _collapse(a["eps"], f"attacks.{a.get('name')}.eps", notes)
+    dense = sum(1 for p in raw.get("pruners", []) if (p if isinstance(p, str) else p.get("name") if isinstance(p, dict) else None) == "none")
+    per_setup = dense + (len(raw.get("pruners", [])) - dense) * len(raw.get("sparsities", [0.5]))
+    n = len(raw.get("datasets", [])) * len(raw.get("architectures", [])) * len(raw.get("seeds", [0])) * per_setup
+    if n > MAX_JOBS:
+        raise GridError(f"{where}: expands to {n:,} jobs; a grid may have at most {MAX_JOBS:,}. Split it into smaller grids. Nothing was run.")
+    return notes
+
+
+def _check_eps(eps: list[float], threat_model: str, name: str, where: str) -> None:
+    for e in eps:
+        if threat_model == "linf" and not 0.0 < e <= 1.0:
+            raise GridError(f"{where}: attack {name!r} (Linf) eps {e:g} is outside (0, 1]; images are scaled to [0, 1], write e.g. '8/255'.")
+        if e <= 0.0:
+            raise GridError(f"{where}: attack {name!r} eps {e:g} must be positive.")
+
+
 def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") -> Grid:
     """Validate a parsed grid table and expand its cross product into jobs."""
     where = f"grid {path}"
@@ -137,6 +188,7 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
     for k in REQUIRED:
         if k not in raw:
             raise GridError(f"{where}: missing required key {k!r}.")
+    notes = check_bounds(raw, where)
     ds = _names(raw, "datasets", datasets, where)
     archs = _names(raw, "architectures", architectures, where)
 
@@ -168,7 +220,9 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
         if not eps_list:
             raise GridError(f"{where}: attack {aname!r} needs 'eps' (a number or a list, e.g. ['8/255']).")
         _plugin_params(attacks.get(aname).obj, table, aname, where)
-        aspecs.append(AttackSpec(aname, tuple(parse_eps(e, f"{where}: attack {aname!r}") for e in eps_list), tuple(sorted(table.items()))))
+        values = [parse_eps(e, f"{where}: attack {aname!r}") for e in eps_list]
+        _check_eps(values, str(getattr(attacks.get(aname).obj(**table), "threat_model", "")), aname, where)
+        aspecs.append(AttackSpec(aname, tuple(values), tuple(sorted(table.items()))))
 
     seeds = raw.get("seeds", [0])
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
@@ -186,4 +240,4 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
             if job.key not in seen:
                 seen.add(job.key)
                 jobs.append(job)
-    return Grid(name=str(raw.get("name", name)), description=str(raw.get("description", "")), path=path, jobs=jobs, raw=raw)
+    return Grid(name=str(raw.get("name", name)), description=str(raw.get("description", "")), path=path, jobs=jobs, raw=raw, notes=notes)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from harness.api.errors import HarnessError
 from harness.scheduling.dag import Task
+from harness.scheduling.isolation import spawn_executable
 from harness.scheduling.worker import Outcome, TaskRunner, WorkerConfig, worker_main
 
 WORKER_START_TIMEOUT_S = 300
@@ -79,7 +80,8 @@ class _Worker:
     def __init__(self, ctx: Any, cfg: WorkerConfig) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=worker_main, args=(cfg, child), daemon=True)
-        self.proc.start()
+        with spawn_executable(cfg.launcher):  # a sandboxed worker enters its namespaces before importing torch
+            self.proc.start()
         child.close()
         self.task: Task | None = None
         self.started = 0.0

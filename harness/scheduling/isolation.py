@@ -10,11 +10,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import resource
+import shlex
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,9 @@ MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 # statvfs flags that a read-only remount must repeat (the kernel refuses to drop "locked" flags in a user namespace).
 _KEEP_FLAGS = {MS_NOSUID: MS_NOSUID, MS_NODEV: MS_NODEV, MS_NOEXEC: MS_NOEXEC, 1024: MS_NOATIME, 2048: MS_NODIRATIME, 4096: MS_RELATIME}
+
+# Left writable inside the sandbox: device nodes (/dev/null), and the kernel's own views.
+KERNEL_MOUNTS = ("/proc", "/sys", "/dev")
 
 _violations: list[str] = []
 
@@ -94,12 +101,40 @@ def _protected_set(paths: Iterable[str | Path]) -> set[str]:
     return out
 
 
-def guard_paths(paths: Iterable[str | Path]) -> None:
-    """Refuse (PermissionError) and record any open or sqlite3.connect of the given files, e.g. the results DB."""
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_NETWORK_EVENTS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "socket.getaddrinfo", "socket.gethostbyname")
+
+
+def _writes(event: str, args: tuple[Any, ...]) -> bool:
+    """Whether an 'open'-like audit event asks for write access."""
+    if event != "open":
+        return event in ("os.remove", "os.rename", "os.truncate", "os.mkdir", "os.rmdir", "os.chmod", "os.symlink", "os.link", "shutil.copyfile", "shutil.rmtree")
+    mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    return bool(isinstance(flags, int) and flags & _WRITE_FLAGS)
+
+
+def guard_paths(paths: Iterable[str | Path], writable: Iterable[str | Path] | None = None) -> None:
+    """Refuse (PermissionError) and record any open or sqlite3.connect of the given files, e.g. the results DB.
+
+    With `writable` given, also refuse and record any write outside those folders (and /dev) and any network
+    use (IP sockets, name lookups): what a submission's check has no reason to do. Python's audit hooks see
+    only Python-level calls; the kernel sandbox is what holds against ctypes and child processes.
+    """
     protected = _protected_set(paths)
+    roots = None if writable is None else [os.path.realpath(w) for w in writable] + ["/dev"]
+
+    def refuse(what: str, path: str = "") -> None:
+        _violations.append(what)
+        raise PermissionError(errno.EACCES, f"refused by the harness: {what}", path or None)
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event not in ("open", "sqlite3.connect", "os.remove", "os.rename", "os.truncate"):
+        if roots is not None and event.startswith("socket."):
+            if event in _NETWORK_EVENTS or (event == "socket.__new__" and len(args) > 1 and args[1] in (socket.AF_INET, socket.AF_INET6)):
+                refuse(f"network access ({event})")
+            return
+        if event not in ("open", "sqlite3.connect", "os.remove", "os.rename", "os.truncate") and not (roots is not None and _writes(event, args)):
             return
         target = args[0] if args else None
         if isinstance(target, int) or target is None:
@@ -111,6 +146,8 @@ def guard_paths(paths: Iterable[str | Path]) -> None:
         if path in protected:
             _violations.append(f"{event} {path}")
             raise PermissionError(errno.EACCES, "plugins may not touch the results database; results reach it only through the harness", path)
+        if roots is not None and _writes(event, args) and not _under(path, roots):
+            refuse(f"writing {path}", path)
 
     sys.addaudithook(hook)
 
@@ -126,12 +163,37 @@ def _mount(libc: Any, src: str | None, target: str, flags: int) -> None:
         raise SandboxUnavailable(err, f"mount {target}: {os.strerror(err)}")
 
 
-def enter_sandbox(read_only: Iterable[str | Path]) -> None:
-    """Move this single-threaded process (call it before torch starts threads) into new user, mount and network namespaces: no network, `read_only` paths read-only.
+def _mount_points() -> list[str]:
+    """Every mount point this process sees, parents before children (from /proc/self/mountinfo)."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        field = line.split()[4]
+        # mountinfo escapes space, tab, newline and backslash as octal.
+        points.append(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field))
+    return list(dict.fromkeys(points))
 
-    Only this process and its children are affected. The network namespace has no interface up, so every
-    connection fails; the read-only bind mounts hold even against code that bypasses Python (ctypes, subprocesses).
-    It does not hide files from reading, limit CPU, or stop writes outside `read_only`.
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _remount_read_only(libc: Any, p: str) -> None:
+    keep = 0
+    f_flag = os.statvfs(p).f_flag
+    for st, ms in _KEEP_FLAGS.items():
+        if f_flag & st:
+            keep |= ms
+    _mount(libc, None, p, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+
+
+def enter_sandbox(read_only: Iterable[str | Path] = (), writable: Iterable[str | Path] | None = None) -> None:
+    """Move this single-threaded process (call it before torch starts threads) into new user, mount and network namespaces.
+
+    No network: the new network namespace has no interface up, so every IP connection fails. With `writable`
+    given, every mounted file system becomes read-only except the `writable` folders (and the kernel's /proc,
+    /sys and /dev); otherwise only the `read_only` paths do. The bind mounts hold even against code that
+    bypasses Python (ctypes, subprocesses), for this process and its children only. It does not hide files
+    from reading, limit CPU, or block Unix-domain sockets that already exist on disk.
     """
     libc = _libc()
     uid, gid = os.getuid(), os.getgid()
@@ -143,16 +205,19 @@ def enter_sandbox(read_only: Iterable[str | Path]) -> None:
     Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
     _mount(libc, None, "/", MS_REC | MS_PRIVATE)
-    for p in dict.fromkeys(os.path.realpath(x) for x in read_only):
-        if not os.path.exists(p):
-            continue
+    if writable is None:
+        for p in dict.fromkeys(os.path.realpath(x) for x in read_only):
+            if os.path.exists(p):
+                _mount(libc, p, p, MS_BIND | MS_REC)
+                _remount_read_only(libc, p)
+        return
+    keep_rw = list(dict.fromkeys(os.path.realpath(x) for x in writable if os.path.isdir(x)))
+    for p in keep_rw:  # their own mounts first, so the read-only pass below can skip them
         _mount(libc, p, p, MS_BIND | MS_REC)
-        keep = 0
-        f_flag = os.statvfs(p).f_flag
-        for st, ms in _KEEP_FLAGS.items():
-            if f_flag & st:
-                keep |= ms
-        _mount(libc, None, p, MS_REMOUNT | MS_BIND | MS_RDONLY | keep)
+    for p in _mount_points():
+        if _under(p, KERNEL_MOUNTS) or _under(p, keep_rw) or not os.path.isdir(p):
+            continue
+        _remount_read_only(libc, p)
 
 
 def sandbox_available() -> bool:
@@ -172,3 +237,55 @@ def sandbox_available() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return done.returncode == 0
+
+
+# ---------------------------------------------------------------- sandboxed worker processes
+
+
+def write_launcher(script: Path, workdir: Path, writable: Iterable[str | Path]) -> Path:
+    """An executable that enters the sandbox (all read-only but `writable`, no network), moves into `workdir`, then runs Python.
+
+    Worker processes are started through it (see `spawn_executable`): the sandbox must be entered before torch
+    starts its threads, and `import harness` imports torch, so the namespaces are made by this small launcher
+    and inherited across exec. `script` must not be writable inside the sandbox, or a worker could rewrite the
+    launcher of the next one.
+    """
+    args = [sys.executable, "-S", __file__, "--workdir", str(workdir)]
+    for w in writable:
+        args += ["--writable", str(w)]
+    script = Path(script)
+    script.write_text("#!/bin/sh\nexec " + " ".join(shlex.quote(a) for a in args) + ' -- "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+@contextmanager
+def spawn_executable(launcher: Path | None) -> Iterator[None]:
+    """While inside, multiprocessing's spawn starts children through `launcher` (no-op for None)."""
+    if launcher is None:
+        yield
+        return
+    from multiprocessing import spawn
+
+    previous = spawn.get_executable()
+    spawn.set_executable(str(launcher))
+    try:
+        yield
+    finally:
+        spawn.set_executable(previous)
+
+
+def _launch(argv: list[str]) -> None:
+    """`python -S isolation.py --workdir D [--writable W]... -- ARGS`: sandbox, chdir, exec Python with ARGS."""
+    split = argv.index("--")
+    opts, rest = argv[:split], argv[split + 1 :]
+    workdir = opts[opts.index("--workdir") + 1]
+    writable = [opts[i + 1] for i, a in enumerate(opts) if a == "--writable"]
+    enter_sandbox(writable=[workdir, *writable])
+    os.chdir(workdir)
+    os.environ["HOME"] = os.environ["TMPDIR"] = workdir
+    os.execv(sys.executable, [sys.executable, *rest])
+
+
+if __name__ == "__main__":
+    _launch(sys.argv[1:])

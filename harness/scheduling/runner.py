@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from harness.scheduling.executors import (
     LocalExecutor,
     cpu_threads,
 )
+from harness.scheduling.isolation import write_launcher
 from harness.scheduling.scheduler import Policy, Scheduler
+from harness.scheduling.signals import signame
 from harness.scheduling.stubs import register_stubs
 from harness.scheduling.worker import WorkerConfig
+from harness.store.schema import check_current
 from harness.store.session import Store, owner_id
 
 ProgressFn = Callable[[str, JobSpec, int, int], None]  # (event, job, finished, total)
@@ -49,6 +53,8 @@ class RunOptions:
     # Plugin files imported in worker processes only (submissions), with stubs describing them to the driver.
     plugin_files: list[Path] = field(default_factory=list)
     pruner_stubs: dict[str, dict[str, str]] = field(default_factory=dict)
+    # With plugin files: sandbox their workers (read-only file system but their folder and the cache, no network).
+    sandbox: bool = False
 
     @property
     def cache_root(self) -> Path:
@@ -67,6 +73,7 @@ class RunSummary:
     by_others: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what validation changed, e.g. duplicate grid entries collapsed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,10 +97,21 @@ def driver_environment(device: torch.device) -> dict[str, object]:
                   "cuda": torch.version.cuda if device.type == "cuda" else None}
 
 
-def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]:
-    """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores."""
-    def cfg(dev: str, threads: int) -> WorkerConfig:
-        return WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh, [Path(opts.db).resolve()])
+def worker_configs(opts: RunOptions, device: torch.device, private: Path | None = None) -> list[WorkerConfig]:
+    """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores.
+
+    With plugin files and a `private` folder, each worker gets an empty folder of its own under it to start in,
+    and with opts.sandbox a launcher that leaves it only that folder and the cache writable.
+    """
+    def cfg(dev: str, threads: int, i: int) -> WorkerConfig:
+        c = WorkerConfig(dev, threads, opts.cache_root, opts.data_dir, list(opts.plugin_files), opts.fresh, [Path(opts.db).resolve()])
+        if private is not None and opts.plugin_files:
+            c.workdir = private / f"worker{i}"
+            c.workdir.mkdir()
+            if opts.sandbox:
+                opts.cache_root.mkdir(parents=True, exist_ok=True)
+                c.launcher = write_launcher(private / f"launcher{i}", c.workdir, [opts.cache_root])
+        return c
 
     if device.type == "cuda":
         ids = opts.devices if opts.devices is not None else ([device.index] if device.index is not None else list(range(torch.cuda.device_count())))
@@ -101,9 +119,9 @@ def worker_configs(opts: RunOptions, device: torch.device) -> list[WorkerConfig]
         if bad:
             raise HarnessError(f"--devices {bad} not visible; this machine has {torch.cuda.device_count()} CUDA device(s).")
         # The CPU still feeds each GPU (data loading, Python overhead): split its cores between the workers.
-        return [cfg(f"cuda:{i}", cpu_threads(len(ids))) for i in ids]
+        return [cfg(f"cuda:{i}", cpu_threads(len(ids)), n) for n, i in enumerate(ids)]
     n = max(1, opts.workers)
-    return [cfg("cpu", cpu_threads(n)) for _ in range(n)]
+    return [cfg("cpu", cpu_threads(n), i) for i in range(n)]
 
 
 def make_executor(opts: RunOptions, configs: list[WorkerConfig]) -> Executor:
@@ -143,13 +161,20 @@ def job_fields(job: JobSpec) -> dict[str, object]:
 def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     """Run a grid to completion; failed jobs are recorded and do not stop the others."""
     t0 = time.perf_counter()
+    if Path(opts.db).exists():
+        check_current(opts.db)  # refused before the grid is even read, and the file left as it was
     register_stubs(opts.pruner_stubs)
     grid = load_grid(opts.grid)
     device = resolve_device(opts.device)
     # "auto" precisions become concrete before any key is taken: a bf16 model never shares a key with an fp32 one.
     grid.jobs = [for_device(j, device.type) for j in grid.jobs]
-    configs = worker_configs(opts, device)
-    summary = RunSummary(grid.name, len(grid.jobs))
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as private:
+        return _run(opts, grid, device, worker_configs(opts, device, Path(private)), progress, t0)
+
+
+def _run(opts: RunOptions, grid: Grid, device: torch.device, configs: list[WorkerConfig], progress: ProgressFn | None, t0: float) -> RunSummary:
+    """The body of `run` once the grid is valid and the workers are configured."""
+    summary = RunSummary(grid.name, len(grid.jobs), notes=list(grid.notes))
     done_before: set[str] = set()
     if Path(opts.db).exists() and not opts.fresh:
         # Read-only: a run that fails validation below must leave the file byte-for-byte unchanged.
@@ -168,11 +193,15 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
         run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env, n_todo=len(todo))
         store.add_jobs(run_id, [(j.key, job_fields(j)) for j in todo])
         owner = owner_id(run_id)
-        executor.start()
+        sched = Scheduler(tasks, store, run_id, owner, executor, Policy(opts.timeout_s, opts.retries), progress)
         try:
-            sched = Scheduler(tasks, store, run_id, owner, executor, Policy(opts.timeout_s, opts.retries), progress)
+            executor.start()
             # Provenance of the environment is the driver's; workers add what they ran.
             tally = sched.run()
+        except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP: the scheduler marked running jobs interrupted
+            store.finish_run(run_id, sched.tally.done, len(sched.tally.failed), summary.cached, ended=f"interrupted ({signame(exc)})")
+            store.close()
+            raise
         finally:
             executor.shutdown()
         summary.done, summary.failed, summary.by_others = tally.done, tally.failed, tally.by_others

@@ -11,6 +11,7 @@ from datetime import timedelta
 from harness.api.config import JobSpec
 from harness.scheduling.dag import Task
 from harness.scheduling.executors import Executor
+from harness.scheduling.signals import signame
 from harness.store.models import JobStatus
 from harness.store.session import Store
 
@@ -90,7 +91,7 @@ class Scheduler:
 
     # -- main loop ---------------------------------------------------------------------------------------
     def run(self) -> Tally:
-        """Dispatch until every task is done or failed; Ctrl-C marks running jobs interrupted and re-raises."""
+        """Dispatch until every task is done or failed; a stop request marks running jobs interrupted and re-raises."""
         last_beat = 0.0
         try:
             while any(s in ("waiting", "running") for s in self.state.values()) or self.foreign:
@@ -103,11 +104,12 @@ class Scheduler:
                     running = [self.tasks[t].job.key for t, s in self.state.items() if s == "running" and self.tasks[t].stage == "eval"]
                     self.store.heartbeat(running, self.owner, self.run_id, self.tally.done, len(self.tally.failed))
                     self._poll_foreign()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP turned into Interrupted by the CLI
+            # Workers die first, so none can finish a job after it was marked; each mark is one transaction.
             self.executor.shutdown()
             for tid, s in self.state.items():
                 if s == "running" and self.tasks[tid].stage == "eval":
-                    self.store.fail(self.tasks[tid].job.key, "interrupted (Ctrl-C); rerun to finish", owner=self.owner, status=JobStatus.interrupted)
+                    self.store.fail(self.tasks[tid].job.key, f"interrupted ({signame(exc)}); rerun to finish", owner=self.owner, status=JobStatus.interrupted)
             raise
         return self.tally
 

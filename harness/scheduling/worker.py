@@ -35,6 +35,9 @@ class WorkerConfig:
     fresh: bool = False
     # Files that plugin code must never open (the results DB): refused by an audit hook in the worker.
     guarded: list[Path] = field(default_factory=list)
+    # Workers that run submitted code start in an empty private folder, through a sandboxing launcher if set.
+    workdir: Path | None = None
+    launcher: Path | None = None
 
 
 @dataclass
@@ -129,8 +132,11 @@ def _die_with_parent() -> None:
 def worker_main(cfg: WorkerConfig, conn: Any) -> None:
     """Process entry point: receive tasks on `conn` until None or EOF."""
     _die_with_parent()
-    # Ctrl-C goes to the whole process group; the driver decides what happens to running tasks.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cfg.workdir is not None:  # the launcher already moved a sandboxed worker there
+        os.chdir(cfg.workdir)
+    # Ctrl-C, and a scheduler's SIGTERM, go to the whole process group; the driver decides what happens to running tasks.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     try:
         runner = TaskRunner(cfg)
     except BaseException as exc:

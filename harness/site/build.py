@@ -8,7 +8,6 @@ import io
 import json
 import math
 import re
-import shutil
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from harness.api.files import atomic_write_bytes, atomic_write_text
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, attacks, pruners
 from harness.site import plots
@@ -30,12 +30,14 @@ from harness.store.queries import (
     BoardRow,
     Estimate,
     JobRecord,
+    SubmissionRecord,
     baseline_index,
     baseline_of,
     job_records,
     leaderboards,
     result_rows,
     status_counts,
+    submission_records,
 )
 from harness.store.session import Store
 
@@ -331,7 +333,7 @@ class PluginInfo:
     recorded: list[tuple[str, int]]  # (sha256 recorded by jobs, number of jobs)
 
 
-def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "") -> PluginInfo:
+def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "", submitted: SubmissionRecord | None = None) -> PluginInfo:
     reg = {"pruner": pruners, "architecture": architectures}[kind]
     recorded: dict[str, int] = defaultdict(int)
     prov: dict[str, Any] = {}
@@ -341,6 +343,9 @@ def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "") 
             prov = p
             recorded[str(p.get("sha256", ""))] += 1
     info = reg.get(name).as_dict() if name in reg else prov
+    if submitted is not None:  # a submission: what its database recorded, whoever renders the site
+        info = {"description": submitted.description, "paper": submitted.paper, "sha256": submitted.sha256,
+                "source": f"submitted by {submitted.author} as {submitted.original_filename}, {submitted.submitted_at:%Y-%m-%d}"}
     return PluginInfo(
         name,
         str(info.get("description", "")),
@@ -375,6 +380,8 @@ def build_site(store: Store, out: Path) -> Path:
         boards = leaderboards(s, fams, threat_models(), jobs)
         rows = [r.as_dict() for r in result_rows(s)]
         counts = status_counts(s)
+        # The submissions of this database (not of whichever harness renders it).
+        submitted = {r.name: r for r in submission_records(s)}
     env = environment()
     all_rows = [r for b in boards for r in b.rows]
     colors = pruner_colors((r.pruner_label for r in all_rows), (r.pruner_label for r in all_rows if r.is_dense))
@@ -382,10 +389,11 @@ def build_site(store: Store, out: Path) -> Path:
     common = {"generated": generated, "colors": colors}
 
     _write_downloads(out, rows, jobs, boards)
+    atomic_write_text(out / "submissions.json", json.dumps([r.as_dict() for r in submitted.values()], indent=1, default=str))
     assets = out / "assets"
     assets.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
-        shutil.copyfile(TEMPLATES / name, assets / name)
+        atomic_write_bytes(assets / name, (TEMPLATES / name).read_bytes())
 
     row_families = {r.pruner: r.family for r in all_rows}
     filters = {
@@ -395,7 +403,8 @@ def build_site(store: Store, out: Path) -> Path:
     }
     figures = {b.slug: {"sparsity": sparsity_charts(b, colors), "pareto": pareto_chart(b, colors)} for b in boards}
     index = out / "index.html"
-    index.write_text(
+    atomic_write_text(
+        index,
         env.get_template("index.html").render(
             root="", boards=boards, counts=counts, n_results=len(rows), n_jobs=len(jobs),
             unfinished=sum(counts.values()) - counts.get("done", 0) - counts.get("failed", 0), filters=filters, figures=figures,
@@ -411,7 +420,7 @@ def build_site(store: Store, out: Path) -> Path:
     for kind, folder in (("pruner", "pruners"), ("architecture", "architectures")):
         (out / folder).mkdir(exist_ok=True)
         for name, its_jobs in jobs_by[kind].items():
-            info = _plugin_info(kind, name, its_jobs, row_families.get(name, "") if kind == "pruner" else "")
+            info = _plugin_info(kind, name, its_jobs, row_families.get(name, "") if kind == "pruner" else "", submitted.get(name) if kind == "pruner" else None)
             sub = [_restrict(b, kind, name) for b in boards]
             sub = [b for b in sub if b.rows]
             figs = {}
@@ -423,7 +432,8 @@ def build_site(store: Store, out: Path) -> Path:
                     full = next(x for x in boards if x.slug == b.slug)
                     dense = [r for r in full.rows if r.is_dense and r.architecture in {x.architecture for x in b.rows}]
                     figs[b.slug] = sparsity_charts(full, colors, b.rows + dense)
-            (out / folder / f"{slug(name)}.html").write_text(
+            atomic_write_text(
+                out / folder / f"{slug(name)}.html",
                 page.render(root="../", kind=kind, info=info, boards=sub, jobs=its_jobs, figures=figs, **common)
             )
 
@@ -432,14 +442,15 @@ def build_site(store: Store, out: Path) -> Path:
     baselines = baseline_index(jobs, fams)
     for j in jobs:
         base = baseline_of(j, baselines)
-        (out / "jobs" / f"{slug(j.key)}.html").write_text(
+        atomic_write_text(
+            out / "jobs" / f"{slug(j.key)}.html",
             job_page.render(
                 root="../", job=j, baseline=None if base is None or base.key == j.key else base, timings=_timings(j),
                 metrics=_metric_rows(j), params=json.dumps(j.params, indent=2, sort_keys=True),
                 provenance=json.dumps(j.provenance, indent=2, sort_keys=True), grid=reproduce_grid(j), flags=j.flags(), **common,
             )
         )
-    (out / "schema.html").write_text(env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
+    atomic_write_text(out / "schema.html", env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
     return index
 
 
@@ -476,23 +487,23 @@ def leaderboard_records(boards: list[Board]) -> list[dict[str, Any]]:
 
 
 def _write_downloads(out: Path, rows: list[dict[str, Any]], jobs: list[JobRecord], boards: list[Board]) -> None:
-    (out / "results.json").write_text(json.dumps(rows, separators=(",", ":")))
+    atomic_write_text(out / "results.json", json.dumps(rows, separators=(",", ":")))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    (out / "results.csv").write_text(buf.getvalue())
+    atomic_write_text(out / "results.csv", buf.getvalue())
     meta = [
         {"job_key": j.key, "dataset": j.dataset, "architecture": j.architecture, "pruner": j.pruner_label, "sparsity": j.sparsity, "seed": j.seed,
          "duration_s": j.duration_s, "finished_at": j.finished_at.isoformat() if j.finished_at else None, "params": j.params, "provenance": j.provenance}
         for j in jobs
     ]
-    (out / "jobs.json").write_text(json.dumps(meta, separators=(",", ":"), default=str))
+    atomic_write_text(out / "jobs.json", json.dumps(meta, separators=(",", ":"), default=str))
     records = leaderboard_records(boards)
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for rec in records for k in rec))
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in rec.items()} for rec in records)
-    (out / "leaderboard.csv").write_text(buf.getvalue())
+    atomic_write_text(out / "leaderboard.csv", buf.getvalue())
 

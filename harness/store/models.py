@@ -1,4 +1,4 @@
-"""Tables: runs of a grid, jobs keyed by their parameters, one result row per (job, metric)."""
+"""Tables: runs of a grid, jobs keyed by their parameters, one result row per (job, metric), submitted plugins."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-
-SCHEMA_VERSION = 1
 
 
 def utcnow() -> datetime:
@@ -68,6 +67,10 @@ class Run(Base):
     n_todo: Mapped[int] = mapped_column(Integer, default=0)
     heartbeat_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # host:pid of the driver, so `harness status` on the same host tells a vanished driver at once (schema v2).
+    driver: Mapped[Optional[str]] = mapped_column(String(256))
+    # How the run ended: "finished", or "interrupted (SIGTERM)" and the like; NULL while it runs (schema v2).
+    ended: Mapped[Optional[str]] = mapped_column(String(64))
 
 
 class Job(Base):
@@ -113,3 +116,24 @@ class Result(Base):
     eps: Mapped[float] = mapped_column(Float, default=-1.0)
     value: Mapped[float] = mapped_column(Float)
     job: Mapped[Job] = relationship(back_populates="results")
+
+
+class Submission(Base):
+    """A pruner file submitted against this database: its exact bytes, their sha256 and what the check reported (schema v2)."""
+
+    __tablename__ = "submissions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[bytes] = mapped_column(LargeBinary)
+    original_filename: Mapped[str] = mapped_column(String(256))
+    author: Mapped[str] = mapped_column(String(256))
+    description: Mapped[str] = mapped_column(Text)
+    paper: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str] = mapped_column(Text, default="")
+    family: Mapped[str] = mapped_column(String(32))
+    class_name: Mapped[str] = mapped_column(String(256))
+    harness_version: Mapped[str] = mapped_column(String(64))
+    git_commit: Mapped[Optional[str]] = mapped_column(String(64))
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)

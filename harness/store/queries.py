@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from harness.api.keys import key_of
-from harness.store.models import Job, JobStatus, Result
+from harness.store.models import Job, JobStatus, Result, Submission
 
 # (metric, attack, eps) with '' and None for "no attack" and "no eps", as stored rows are read back.
 MetricKey = tuple[str, str, float | None]
@@ -399,7 +399,7 @@ def rank_rows(rows: list[BoardRow], n_eps: int) -> None:
 
 @dataclass
 class RunProgress:
-    """A run still in flight, with its estimated time to finish."""
+    """An unfinished run: in flight with its estimated time to finish, or stale when its driver stopped beating."""
 
     run_id: int
     grid: str
@@ -408,25 +408,79 @@ class RunProgress:
     todo: int
     elapsed_s: float
     eta_s: float | None
+    stale_s: float | None = None  # seconds since the last heartbeat, when the driver is taken to be gone
 
 
-def runs_in_flight(s: Session, alive_within_s: float = 120.0) -> list[RunProgress]:
-    """Unfinished runs whose driver sent a heartbeat recently, with an ETA from their pace so far."""
+def driver_gone(driver: str | None) -> bool:
+    """Whether a driver named host:pid ran on this host and its process no longer exists."""
+    import os
+    import socket
+
+    host, _, pid = (driver or "").partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def runs_in_flight(s: Session, stale_after_s: float = 60.0) -> list[RunProgress]:
+    """Unfinished runs, with an ETA from their pace so far; stale when no heartbeat came for `stale_after_s`
+    or when their driver process on this host is gone (SIGKILL, power loss)."""
     from datetime import datetime, timezone
 
     from harness.store.models import Run
 
     now = datetime.now(timezone.utc)
     out = []
-    for run in s.scalars(select(Run).where(Run.finished_at.is_(None))):
+    for run in s.scalars(select(Run).where(Run.finished_at.is_(None)).order_by(Run.id)):
         beat, start = run.heartbeat_at, run.started_at
         if beat is None or start is None:
             continue
         beat, start = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (beat, start))
-        if (now - beat).total_seconds() > alive_within_s:
-            continue
+        silent = (now - beat).total_seconds()
         elapsed = (now - start).total_seconds()
         finished = run.n_done + run.n_failed
         eta = elapsed / finished * max(run.n_todo - finished, 0) if finished else None
-        out.append(RunProgress(run.id, run.grid, run.n_done, run.n_failed, run.n_todo, elapsed, eta))
+        stale = silent if silent > stale_after_s or driver_gone(run.driver) else None
+        out.append(RunProgress(run.id, run.grid, run.n_done, run.n_failed, run.n_todo, elapsed, eta, stale))
     return out
+
+
+@dataclass
+class SubmissionRecord:
+    """A pruner submitted against this database: who, what, and the sha256 of the exact file checked."""
+
+    name: str
+    sha256: str
+    author: str
+    description: str
+    paper: str
+    url: str
+    family: str
+    class_name: str
+    original_filename: str
+    harness_version: str
+    git_commit: str | None
+    submitted_at: datetime
+    report: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return self.__dict__ | {"submitted_at": self.submitted_at.isoformat(timespec="seconds")}
+
+
+def submission_records(s: Session) -> list[SubmissionRecord]:
+    """Every submission recorded in this database, oldest first (without the file's bytes)."""
+    fields = [f for f in SubmissionRecord.__dataclass_fields__]
+    cols = [getattr(Submission, f) for f in fields]
+    return [SubmissionRecord(*row) for row in s.execute(select(*cols).order_by(Submission.submitted_at, Submission.name))]
+
+
+def submission_source(s: Session, name: str) -> bytes | None:
+    """The recorded bytes of submission `name`, or None."""
+    return s.scalars(select(Submission.source).where(Submission.name == name)).one_or_none()

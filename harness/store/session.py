@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import traceback
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -12,20 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, delete, event, or_, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.api.errors import HarnessError
 from harness.api.metrics import Metric
 from harness.store.models import (
-    SCHEMA_VERSION,
     Base,
     Job,
     JobStatus,
     Meta,
     Result,
     Run,
+    Submission,
     utcnow,
 )
+from harness.store.schema import SCHEMA_VERSION, check_current
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -52,9 +56,15 @@ class Store:
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False) -> None:
         self.path = Path(path)
         if (readonly or not create) and not self.path.exists():
-            from harness.api.errors import HarnessError
-
             raise HarnessError(f"No results database at {self.path}; run `harness run` first or pass --db PATH.")
+        if self.path.exists():
+            # A concurrent `harness run` may have just created the file: SQLite writes its first page a moment later.
+            for _ in range(20):
+                if self.path.stat().st_size > 0:
+                    break
+                time.sleep(0.1)
+            # Before SQLAlchemy or WAL touch it: a foreign, empty, corrupt or other-version file is refused unchanged.
+            check_current(self.path, allow_blank=not readonly)
         if readonly:
             self.engine: Engine = create_engine(f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true")
             event.listen(self.engine, "connect", _readonly_pragmas)
@@ -63,11 +73,11 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        # A concurrent writer may see the tables before the version row; probe(allow_blank=True) accepts that state.
+        with self.engine.begin() as conn:
+            Base.metadata.create_all(conn)
+            conn.execute(sqlite_insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        with self.session() as s:
-            if s.get(Meta, "schema_version") is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
     def close(self) -> None:
         """Close pooled connections (the last one checkpoints the WAL into the main file)."""
@@ -80,20 +90,21 @@ class Store:
             yield s
 
     def start_run(self, grid: str, grid_path: str, n_jobs: int, environment: dict[str, Any], n_todo: int = 0) -> int:
-        """Record a new run; returns its id."""
+        """Record a new run, driven by this process; returns its id."""
         with self.session() as s:
-            run = Run(grid=grid, grid_path=grid_path, n_jobs=n_jobs, n_todo=n_todo, environment=environment, heartbeat_at=utcnow())
+            run = Run(grid=grid, grid_path=grid_path, n_jobs=n_jobs, n_todo=n_todo, environment=environment, heartbeat_at=utcnow(),
+                      driver=f"{socket.gethostname()}:{os.getpid()}")
             s.add(run)
             s.flush()
             return run.id
 
-    def finish_run(self, run_id: int, n_done: int, n_failed: int, n_cached: int) -> None:
-        """Close a run with its counts."""
+    def finish_run(self, run_id: int, n_done: int, n_failed: int, n_cached: int, ended: str = "finished") -> None:
+        """Close a run with its counts and how it ended ("finished", "interrupted (SIGTERM)", ...)."""
         with self.session() as s:
             s.execute(
                 update(Run)
                 .where(Run.id == run_id)
-                .values(finished_at=utcnow(), n_done=n_done, n_failed=n_failed, n_cached=n_cached)
+                .values(finished_at=utcnow(), n_done=n_done, n_failed=n_failed, n_cached=n_cached, ended=ended)
             )
 
     def done_keys(self, keys: Iterable[str]) -> set[str]:
@@ -175,6 +186,22 @@ class Store:
             cond.append(or_(Job.owner == owner, Job.status != JobStatus.running))
         with self.session() as s:
             s.execute(update(Job).where(*cond).values(status=status, error=text, finished_at=utcnow()))
+
+    def record_submission(self, fields: dict[str, Any], replace: bool = False) -> None:
+        """Insert a submission row, or with `replace` overwrite the row of the same name, in one transaction.
+
+        The caller checked name and sha256 beforehand; the UNIQUE constraints turn a race with another submit
+        into HarnessError rather than a second row.
+        """
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            with self.session() as s:
+                if replace:
+                    s.execute(delete(Submission).where(Submission.name == fields["name"]))
+                s.add(Submission(**fields))
+        except IntegrityError:
+            raise HarnessError(f"{self.path}: another submission with the name {fields['name']!r} or the same file was recorded meanwhile; submit again.") from None
 
     def reset_stale(self, older_than: timedelta = timedelta(minutes=10)) -> int:
         """Jobs left 'running' by a dead process go back to pending; returns how many."""

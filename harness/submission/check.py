@@ -14,6 +14,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -62,8 +63,8 @@ class CheckLimits:
     sparsity: float = 0.5
     seed: int = 0
     protected: list[str] = field(default_factory=list)  # files the submission may not open (results DB)
-    sandbox: bool = False
-    read_only: list[str] = field(default_factory=list)  # with sandbox: bind-mounted read-only
+    sandbox: bool = False  # kernel sandbox: every path read-only but `workdir`, no network
+    workdir: str = ""  # the empty private folder the check starts in; the only place it may write
 
 
 class CheckFailed(Exception):
@@ -288,8 +289,12 @@ def checked(path: str, limits: CheckLimits) -> dict[str, Any]:
         else:
             report = {"ok": False, "check": "raises", "message": f"raised {type(exc).__name__}: {exc}", "trace": submission_trace(exc, path)}
     if violations():
-        # The submission may have caught the PermissionError and carried on; touching the DB is a failure regardless.
-        report = {"ok": False, "check": "db", "message": f"tries to open the results database ({violations()[0]}), which was refused; results reach the DB only through the harness", "trace": ""}
+        # The submission may have caught the PermissionError and carried on; the attempt is a failure regardless.
+        first = violations()[0]
+        if first.startswith(("open ", "sqlite3.connect ", "os.")):
+            report = {"ok": False, "check": "db", "message": f"tries to open the results database ({first}), which was refused; results reach the DB only through the harness", "trace": ""}
+        else:
+            report = {"ok": False, "check": "isolation", "message": f"tried {first} ({len(violations())} attempt(s) in all), which was refused; a submission may write only in its private working folder and may not use the network", "trace": ""}
     return report
 
 
@@ -298,14 +303,20 @@ def child_main(path: str, limits: dict[str, Any], conn: Any) -> None:
     os.setsid()  # own process group: the parent kills the group on timeout, children of the submission included
     die_with_parent()
     lim = CheckLimits(**limits)
+    if lim.workdir:
+        # Start in the empty private folder, with HOME and TMPDIR there too; no .pyc files written anywhere.
+        os.chdir(lim.workdir)
+        os.environ["HOME"] = os.environ["TMPDIR"] = lim.workdir
+        tempfile.tempdir = lim.workdir
+        sys.dont_write_bytecode = True
     try:
         if lim.sandbox:
-            enter_sandbox(lim.read_only)
+            enter_sandbox(writable=[lim.workdir] if lim.workdir else [])
     except OSError as exc:
-        conn.send({"ok": False, "check": "sandbox", "message": f"--sandbox is not available on this machine: {exc}; run without --sandbox", "trace": ""})
+        conn.send({"ok": False, "check": "sandbox", "message": f"the sandbox is not available on this machine: {exc}; pass --no-sandbox to check without it", "trace": ""})
         os._exit(0)
     torch.set_num_threads(1)  # one thread: bitwise-repeatable runs, and the check does not crowd out others
-    guard_paths(lim.protected)
+    guard_paths(lim.protected, writable=[lim.workdir] if lim.workdir else None)
     limit_memory(lim.memory_mb)
     report = checked(path, lim)
     try:

@@ -1,24 +1,21 @@
-"""`harness submit`: check a pruner file in a separate process, record it in the registry, run it on a grid.
+"""`harness submit`: check a pruner file in a separate process, record it in the database, run it on a grid.
 
 The submission's code never runs in this process: checks run in a child forked from a preloaded server
-(`harness.submission.check`), grid jobs in the runner's worker processes; this process only reads the
-child's report, copies the file, and drives the run that writes the DB.
+(`harness.submission.check`), grid jobs in the runner's worker processes, each started in an empty private
+folder and sandboxed where the kernel allows; this process only reads the child's report, records the file's
+bytes in the `submissions` table of the --db it was made against, and drives the run that writes the DB.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,7 @@ import tomllib
 
 import harness
 from harness.api.errors import HarnessError, SubmissionError
-from harness.api.paths import REPO
 
-# No __init__.py in this folder: the built-in loader (pkgutil over the `registry` package) never imports it.
-SUBMISSIONS_DIR = REPO / "registry" / "submissions"
-INDEX = "index.json"
 KILL_GRACE_S = 5.0
 
 _CTX = mp.get_context("forkserver")
@@ -49,13 +42,13 @@ class SubmitOptions:
     workers: int = 1
     data_dir: Path | None = None
     cache_dir: Path | None = None
-    submissions_dir: Path = SUBMISSIONS_DIR
     replace: bool = False
     dry_run: bool = False
     time_limit_s: float = 300.0
     memory_mb: int = 4096
     sparsity: float = 0.5
-    sandbox: bool = False
+    sandbox: bool = True  # kernel sandbox for the check and the workers where available; False: --no-sandbox
+    warn: Callable[[str], None] | None = None  # told what is not isolated when the sandbox is unavailable
 
 
 @dataclass
@@ -65,7 +58,7 @@ class SubmitResult:
     name: str
     sha256: str
     report: dict[str, Any]
-    recorded: Path | None = None
+    recorded: str | None = None  # where the file was recorded: "<db> (table submissions)"
     summary: Any = None  # harness.runner.RunSummary
     grid_file: Path | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -136,22 +129,22 @@ def run_check(path: Path, limits: dict[str, Any], time_limit_s: float) -> dict[s
 def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = None, shown: Path | None = None) -> dict[str, Any]:
     """Every contract check on `path` in a separate process; the report, or SubmissionError with the reason.
 
-    `shown` is the path to name in messages when `path` is a private copy of the user's file.
+    The check starts in an empty private folder, the only place it may write; `shown` is the path to name in
+    messages when `path` is a private copy of the user's file.
     """
     shown = shown or path
     source = path.read_bytes()
     syntax_check(source, shown)
-    db = Path(opts.db).resolve()
-    guarded = [db, Path(opts.submissions_dir).resolve() / INDEX] + list(protected or [])
-    read_only = [REPO, db.parent, Path(opts.submissions_dir).resolve()] + ([Path(opts.site_dir).resolve()] if opts.site_dir else [])
-    limits = {
-        "memory_mb": opts.memory_mb,
-        "sparsity": opts.sparsity,
-        "protected": [str(p) for p in guarded],
-        "sandbox": opts.sandbox,
-        "read_only": [str(p) for p in read_only],
-    }
-    report = run_check(path, limits, opts.time_limit_s)
+    guarded = [Path(opts.db).resolve()] + list(protected or [])
+    with tempfile.TemporaryDirectory(prefix="harness-check-") as workdir:
+        limits = {
+            "memory_mb": opts.memory_mb,
+            "sparsity": opts.sparsity,
+            "protected": [str(p) for p in guarded],
+            "sandbox": opts.sandbox and sandbox_ready(opts),
+            "workdir": workdir,
+        }
+        report = run_check(path, limits, opts.time_limit_s)
     if not report.get("ok"):
         if report.get("check") == "sandbox":
             raise HarnessError(report["message"])
@@ -163,35 +156,44 @@ def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = N
     return report
 
 
-# ---------------------------------------------------------------- the registry of submissions
+_SANDBOX: dict[str, bool] = {}
+NOT_ISOLATED = (
+    "the kernel sandbox is not available here (unprivileged user namespaces are off), so the submission's code "
+    "runs with your file-system write access and network: only Python-level guards (an audit hook refusing writes "
+    "outside its private folder, network use and the results database) and the memory limit apply"
+)
 
 
-@contextmanager
-def locked_index(folder: Path) -> Iterator[dict[str, Any]]:
-    """The submissions index under an exclusive lock; written back atomically when the block succeeds."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{INDEX}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        index = read_index(folder)
-        before = json.dumps(index, sort_keys=True)
-        yield index
-        if json.dumps(index, sort_keys=True) != before:
-            tmp = folder / f".{INDEX}.tmp"
-            tmp.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, folder / INDEX)
+def sandbox_ready(opts: SubmitOptions) -> bool:
+    """Whether to sandbox: asked for and available; warns once (opts.warn) naming what is not isolated otherwise."""
+    if not opts.sandbox:
+        return False
+    if "ok" not in _SANDBOX:
+        from harness.scheduling.isolation import sandbox_available
+
+        _SANDBOX["ok"] = sandbox_available()
+        if not _SANDBOX["ok"] and opts.warn is not None:
+            opts.warn(NOT_ISOLATED)
+    return _SANDBOX["ok"]
 
 
-def read_index(folder: Path) -> dict[str, Any]:
-    """The submissions index (empty when none was recorded yet)."""
-    path = Path(folder) / INDEX
-    if not path.is_file():
-        return {"format": 1, "submissions": {}}
+# ---------------------------------------------------------------- the submissions of a database
+
+
+def read_index(db: Path) -> dict[str, Any]:
+    """name -> {sha256, author, submitted_at} of the submissions recorded in `db` (none when it does not exist)."""
+    from harness.store.queries import submission_records
+    from harness.store.session import Store
+
+    if not Path(db).exists():
+        return {"submissions": {}}
+    store = Store(db, readonly=True)
     try:
-        index = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path} is not valid JSON ({exc}); restore it from git.") from None
-    index.setdefault("submissions", {})
-    return index
+        with store.session() as s:
+            records = submission_records(s)
+    finally:
+        store.close()
+    return {"submissions": {r.name: {"sha256": r.sha256, "author": r.author, "submitted_at": r.submitted_at.isoformat(timespec="seconds")} for r in records}}
 
 
 def refuse_duplicate(index: dict[str, Any], sha: str) -> None:
@@ -212,34 +214,28 @@ def refuse_taken(index: dict[str, Any], name: str, author: str, replace: bool) -
         raise SubmissionError(f"--replace refused: {name!r} was submitted by {old.get('author')!r}, this file's author is {author!r}; only the author may replace an entry.")
 
 
-def record(staged: Path, sha: str, report: dict[str, Any], opts: SubmitOptions, original: Path) -> Path:
-    """Copy the checked file to submissions/<name>.py and add it to index.json; returns the recorded path."""
+def record(source: bytes, sha: str, report: dict[str, Any], opts: SubmitOptions, original: Path) -> str:
+    """Store the checked bytes and the report in the `submissions` table of opts.db; returns where."""
     from harness.engine.provenance import git_commit
+    from harness.store.session import Store
 
     name = report["name"]
-    folder = Path(opts.submissions_dir)
-    with locked_index(folder) as index:
-        # Checked again under the lock: another submit may have recorded the same file or name meanwhile.
+    # Checked again just before writing: another submit may have recorded the same file or name meanwhile.
+    index = read_index(Path(opts.db))
+    if not opts.replace:
         refuse_duplicate(index, sha)
-        refuse_taken(index, name, report["author"], opts.replace)
-        dest = folder / f"{name}.py"
-        shutil.copyfile(staged, dest)
-        index["submissions"][name] = {
-            "file": dest.name,
-            "sha256": sha,
-            "author": report["author"],
-            "description": report["description"],
-            "paper": report["paper"],
-            "url": report["url"],
-            "family": report["family"],
-            "class": report["class"],
-            "original_filename": original.name,
-            "harness_version": harness.__version__,
-            "git_commit": git_commit(),
-            "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "dry_run": report["dry_run"],
-        }
-    return dest
+    refuse_taken(index, name, report["author"], opts.replace)
+    store = Store(opts.db)
+    try:
+        store.record_submission({
+            "name": name, "sha256": sha, "source": source, "original_filename": original.name,
+            "author": report["author"], "description": report["description"], "paper": report["paper"], "url": report["url"],
+            "family": report["family"], "class_name": report["class"], "harness_version": harness.__version__,
+            "git_commit": git_commit(), "report": {"dry_run": report["dry_run"]},
+        }, replace=opts.replace)
+    finally:
+        store.close()
+    return f"{opts.db} (table submissions)"
 
 
 # ---------------------------------------------------------------- the grid run
@@ -337,6 +333,10 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         raise SubmissionError(f"{path}: a submission is one Python file ending in .py.")
     if opts.workers < 1:
         raise SubmissionError(f"--workers {opts.workers}: a submission runs in worker processes only; use 1 or more.")
+    if Path(opts.db).exists():
+        from harness.store.schema import check_current
+
+        check_current(opts.db)  # a foreign or damaged --db is refused before anything runs
     from harness.engine.grid import resolve
 
     grid_src = resolve(opts.grid)  # a bad --grid fails before anything is checked or written
@@ -346,13 +346,15 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         raise HarnessError(f"{grid_src}: not valid TOML ({exc}).") from None
     source = path.read_bytes()
     sha = sha256_of(source)
-    refuse_duplicate(read_index(Path(opts.submissions_dir)), sha)
+    if not opts.replace:  # with --replace the same file may be submitted again, e.g. to finish an interrupted run
+        refuse_duplicate(read_index(Path(opts.db)), sha)
     with tempfile.TemporaryDirectory(prefix="harness-submit-") as tmp:
         # The check runs on a private copy, so the bytes recorded are exactly the bytes checked.
-        staged = Path(tmp) / path.name
+        staged = Path(tmp) / "src" / path.name
+        staged.parent.mkdir()
         staged.write_bytes(source)
         report = check_file(staged, opts, shown=path)
-        refuse_taken(read_index(Path(opts.submissions_dir)), report["name"], report["author"], opts.replace)
+        refuse_taken(read_index(Path(opts.db)), report["name"], report["author"], opts.replace)
         result = SubmitResult(report["name"], sha, report)
         if opts.dry_run:
             return result
@@ -363,23 +365,25 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
                 f"{opts.db} holds {stale} result(s) of a pruner named {result.name!r} computed by other code (an earlier version?), "
                 f"which the run would reuse as if computed by this file; submit to a fresh --db and --cache-dir, or under a new name."
             )
-        result.recorded = record(staged, sha, report, opts, path)
-    from harness.scheduling.runner import RunOptions, run
+        result.recorded = record(source, sha, report, opts, path)
+        from harness.scheduling.runner import RunOptions, run
 
-    run_opts = RunOptions(
-        grid="",
-        db=Path(opts.db),
-        site_dir=opts.site_dir,
-        device=opts.device,
-        workers=opts.workers,
-        data_dir=opts.data_dir,
-        cache_dir=opts.cache_dir,
-        plugin_files=[result.recorded.resolve()],
-        pruner_stubs={result.name: stub_of(report, sha)},
-    )
-    result.grid_file = submission_grid(opts.grid, result.name, run_opts.cache_root / "submission-grids")
-    run_opts.grid = str(result.grid_file)
-    result.summary = run(run_opts, progress)
+        run_opts = RunOptions(
+            grid="",
+            db=Path(opts.db),
+            site_dir=opts.site_dir,
+            device=opts.device,
+            workers=opts.workers,
+            data_dir=opts.data_dir,
+            cache_dir=opts.cache_dir,
+            # Workers import the recorded bytes from a file outside the checkout, never from the package.
+            plugin_files=[staged.resolve()],
+            pruner_stubs={result.name: stub_of(report, sha)},
+            sandbox=opts.sandbox and sandbox_ready(opts),
+        )
+        result.grid_file = submission_grid(opts.grid, result.name, run_opts.cache_root / "submission-grids")
+        run_opts.grid = str(result.grid_file)
+        result.summary = run(run_opts, progress)
     if Path(opts.db).exists():
         result.rows = leaderboard_rows(Path(opts.db), result.name)
     return result
