@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -113,3 +114,17 @@ class Result(Base):
     eps: Mapped[float] = mapped_column(Float, default=-1.0)
     value: Mapped[float] = mapped_column(Float)
     job: Mapped[Job] = relationship(back_populates="results")
+
+
+class Outcome(Base):
+    """Per-example correctness behind one accuracy Result (packed bits), so comparisons can be paired by example."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (UniqueConstraint("job_id", "metric", "attack", "eps", name="uq_outcome"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(64))
+    attack: Mapped[str] = mapped_column(String(64), default="")
+    eps: Mapped[float] = mapped_column(Float, default=-1.0)
+    n: Mapped[int] = mapped_column(Integer)
+    bits: Mapped[bytes] = mapped_column(LargeBinary)

@@ -45,6 +45,11 @@ def adversarial_budget(cfg: TrainConfig, data: ImageData) -> tuple[float, float]
     return eps, step
 
 
+def training_subset(data: ImageData, n_train: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """The training images of a (dataset, seed): every stage (dense, fine-tuning, calibration) draws from these."""
+    return subset(data.x_train, data.y_train, n_train, seed=seed)
+
+
 def train(
     model: nn.Module,
     data: ImageData,
@@ -52,9 +57,13 @@ def train(
     seed: int,
     device: torch.device,
     n_train: int | None = None,
+    data_seed: int | None = None,
 ) -> float:
-    """Train `model` in place for cfg.epochs under cfg's regime; returns the mean training loss of the last epoch."""
-    x, y = subset(data.x_train, data.y_train, n_train, seed=seed)
+    """Train `model` in place for cfg.epochs under cfg's regime; returns the mean training loss of the last epoch.
+
+    `seed` drives shuffling, augmentation and adversarial starts; `data_seed` (default `seed`) picks the subset.
+    """
+    x, y = training_subset(data, n_train, seed if data_seed is None else data_seed)
     if cfg.epochs <= 0:
         return float("nan")
     regime = getattr(cfg, "regime", "standard")  # fine-tuning configs carry no regime: clean images
