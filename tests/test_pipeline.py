@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.api.config import PROTOCOL_VERSION, EvalConfig, FinetuneConfig, JobSpec, PrunerSpec, TrainConfig
+from harness.api.config import (
+    PROTOCOL_VERSION,
+    EvalConfig,
+    FinetuneConfig,
+    JobSpec,
+    PrunerSpec,
+    TrainConfig,
+)
 from harness.api.data import ImageData
 from harness.engine import pipeline
 from harness.engine.artifacts import ArtifactCache

@@ -153,7 +153,6 @@ def test_list_status_results_site(tiny_run: tuple[Path, Path], tmp_path: Path) -
 def test_sanity_checks_run_inside_a_grid(tmp_path: Path, digits: object) -> None:
     """With sanity_examples > 0 a grid job records the sanity flags, including the convergence check of its PGD."""
     import tomllib
-
     import torch
 
     from harness.engine.artifacts import ArtifactCache

@@ -101,3 +101,27 @@ def test_converged_pgd_is_not_flagged(trained_cnn: nn.Module, digits: ImageData)
     ev = run_attacks(trained_cnn, x, y, specs, torch.device("cpu"), 48, seed=0)
     out, _ = sanity_metrics(trained_cnn, x, y, ev, specs, cfg, torch.device("cpu"), seed=0)
     assert {f"{m.metric}:{m.attack}": m.value for m in out}["flag_not_converged:pgd_linf"] == 0.0
+
+
+def _aa_evaluation(after_square: int) -> object:
+    """An AutoAttack run on 10 examples: 6 left by APGD-CE, 5 by APGD-T and FAB-T, `after_square` by Square."""
+    from harness.evaluation.runs import Evaluation
+
+    ev = Evaluation(clean_correct=torch.ones(10, dtype=torch.bool))
+    ev.params["autoattack"], ev.threat["autoattack"], ev.white_box["autoattack"] = {"version": "standard"}, "linf", True
+    for stage, left in (("apgd-ce", 6), ("apgd-t", 5), ("fab-t", 5), ("square", after_square)):
+        ev.stages[(f"autoattack/{stage}", 0.1)] = torch.arange(10) < left
+    ev.robust[("autoattack", 0.1)] = torch.arange(10) < after_square
+    return ev
+
+
+def test_autoattack_stage_checks() -> None:
+    """pyautoattack's checks on our runs: Square finding more than the gradient attacks, too few classes for targets."""
+    from harness.evaluation.sanity import autoattack_stage_checks
+
+    def flags(after_square: int, n_classes: int) -> dict[str, float]:
+        return {m.metric: m.value for m in autoattack_stage_checks(_aa_evaluation(after_square), n_classes)}  # type: ignore[arg-type]
+
+    assert flags(5, 10) == {"flag_autoattack_n_classes": 0.0, "flag_autoattack_square": 0.0}
+    assert flags(3, 10)["flag_autoattack_square"] == 1.0  # Square broke 2 of 10 the gradient attacks left
+    assert flags(5, 3)["flag_autoattack_n_classes"] == 1.0  # targeted DLR needs more than 3 classes
