@@ -122,3 +122,13 @@ def test_unknown_grid_name_and_bad_toml(tmp_path: Path) -> None:
         load_grid(str(bad))
     with pytest.raises(GridError, match="does not exist"):
         load_grid(str(tmp_path / "nope.toml"))
+
+
+def test_match_option() -> None:
+    g = parse_grid(tiny(pruners=["none", "dense_finetuned", "l1_filter"], match="macs"))
+    assert {j.pruner.name: j.match for j in g.jobs} == {"none": "", "dense_finetuned": "", "l1_filter": "macs"}
+    assert g.jobs[-1].pruned_params()["match"] == "macs"
+    with pytest.raises(GridError, match="needs structured pruners, but 'global_magnitude'"):
+        parse_grid(tiny(pruners=["global_magnitude"], match="macs"))
+    with pytest.raises(GridError, match="unknown match 'flops'"):
+        parse_grid(tiny(match="flops"))

@@ -103,3 +103,19 @@ def test_protocol_version_is_in_every_key() -> None:
         assert all(a != b for a, b in zip(keys, (job.dense_key, job.pruned_key, job.key)))
     finally:
         config.PROTOCOL_VERSION = PROTOCOL_VERSION
+
+
+@pytest.mark.parametrize("name", ["l1_filter", "random_filter"])
+def test_match_macs_reaches_the_target_within_two_percent(name: str, digits: ImageData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """match = 'macs': the pipeline finds the pruner's sparsity that keeps half the MACs, measured."""
+    from harness.api.data import to_float
+    from harness.evaluation.measure import count_macs
+
+    _record(monkeypatch)
+    job = _job(PrunerSpec(name), 0.5, 0)
+    job = JobSpec(**{**job.__dict__, "match": "macs"})
+    dense = pipeline.build_model(job, digits, CPU).eval()
+    model, meta = pipeline.pruned_model(job, digits, dense, ArtifactCache(tmp_path), CPU)
+    x = to_float(digits.x_test[:1])
+    assert abs(count_macs(model, x) / count_macs(dense, x) / 0.5 - 1) <= 0.02
+    assert meta["sparsity"] != 0.5  # filters are not MACs: the matched filter sparsity differs from the MACs target

@@ -147,6 +147,8 @@ class JobSpec:
     finetune: FinetuneConfig
     eval: EvalConfig
     attacks: tuple[AttackSpec, ...]
+    # "macs": `sparsity` is the fraction of MACs to remove; the pipeline finds the pruner's own sparsity reaching it.
+    match: str = ""
 
     def dense_params(self) -> dict[str, Any]:
         """What defines the dense (unpruned) model."""
@@ -165,7 +167,8 @@ class JobSpec:
             base["pruner_code"] = self.pruner.code
         if self.pruner.name == "none":
             return base
-        return base | {"sparsity": self.sparsity, "finetune": asdict(self.finetune)}
+        out = base | {"sparsity": self.sparsity, "finetune": asdict(self.finetune)}
+        return out | {"match": self.match} if self.match else out
 
     def params(self) -> dict[str, Any]:
         """Canonical parameters of the whole job."""

@@ -35,7 +35,9 @@ TOP_KEYS = {
     "train": dict,
     "finetune": dict,
     "eval": dict,
+    "match": str,
 }
+MATCH = ("macs",)
 REQUIRED = ("datasets", "architectures", "pruners", "attacks")
 
 
@@ -178,13 +180,15 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
     finetune = _section(raw, "finetune", FinetuneConfig, where)
     evalc = _section(raw, "eval", EvalConfig, where)
     check_reference(aspecs, evalc, where)
+    match = check_match(raw, pspecs, where)
 
     jobs: list[JobSpec] = []
     seen: set[str] = set()
     for d, a, seed, p in itertools.product(ds, archs, seeds, pspecs):
         # The dense baseline has no sparsity axis: one job per (dataset, architecture, seed).
         for s in [0.0] if pruners.get(p.name).obj.family in DENSE_FAMILIES else sparsities:
-            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs))
+            dense_row = pruners.get(p.name).obj.family in DENSE_FAMILIES
+            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs), "" if dense_row else match)
             if job.key not in seen:
                 seen.add(job.key)
                 jobs.append(job)
@@ -215,3 +219,22 @@ def check_reference(specs: list[AttackSpec], cfg: EvalConfig, where: str) -> Non
                 f"attack ({names}) runs, so its worst case there would be only as strong as the weaker attacks; add "
                 f"{names} at that eps, or set [eval] reference.{tm} to the attack you hold as reference."
             )
+
+
+# ---- cost matching: `match = "macs"` reads each sparsity as a fraction of MACs to remove ----
+
+
+def check_match(raw: dict[str, Any], specs: list[PrunerSpec], where: str) -> str:
+    """The grid's `match` option ('' when absent); only structured pruners can be matched on MACs."""
+    match = raw.get("match", "")
+    if not match:
+        return ""
+    if match not in MATCH:
+        raise GridError(f"{where}: unknown match {match!r}; accepted: {', '.join(MATCH)} (or leave it out).")
+    for p in specs:
+        if not pruners.get(p.name).obj.structured:
+            raise GridError(
+                f"{where}: match = 'macs' needs structured pruners, but {p.name!r} only zeroes weights (dense MACs do "
+                "not change); move it to a grid without match."
+            )
+    return match

@@ -9,6 +9,7 @@ batches are drawn with `seed + CALIBRATION_SEED`.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -112,7 +113,8 @@ def _pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifa
     )
     t0 = time.perf_counter()
     model.eval()
-    model = pruner.prune(model, job.sparsity, ctx)
+    sparsity = matched_sparsity(job, dense, ctx, data, device) if job.match == "macs" else job.sparsity
+    model = pruner.prune(model, sparsity, ctx)
     prune_seconds = time.perf_counter() - t0 - ft_seconds
     t = time.perf_counter()
     # Whatever the schedule called, the total is the one-shot budget and the last cut is always fine-tuned.
@@ -121,8 +123,8 @@ def _pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifa
     done.append(last)
     ft_seconds += time.perf_counter() - t
     model = pruner.finalize(model).eval()
-    achieved = check_sparsity(job, pruner, dense, model)
-    meta = {"prune_seconds": prune_seconds, "finetune_seconds": ft_seconds, "achieved_sparsity": achieved, "finetune_epochs": done}
+    achieved = check_sparsity(job, pruner, dense, model, sparsity)
+    meta = {"prune_seconds": prune_seconds, "finetune_seconds": ft_seconds, "achieved_sparsity": achieved, "finetune_epochs": done, "sparsity": sparsity}
     cache.save("pruned", job.pruned_key, model, meta)
     return model.eval(), meta | {"cached": False}
 
@@ -135,19 +137,59 @@ def finetune_stage(model: nn.Module, job: JobSpec, data: ImageData, device: torc
     train(model, data, cfg, job.seed + FINETUNE_SEED + step, device, n_train=job.train.n_train, data_seed=job.seed)
 
 
-def check_sparsity(job: JobSpec, pruner: object, dense: nn.Module, model: nn.Module) -> float:
+def check_sparsity(job: JobSpec, pruner: object, dense: nn.Module, model: nn.Module, requested: float | None = None) -> float:
     """The achieved sparsity, measured by harness code; raises when it misses the request beyond rounding."""
+    requested = job.sparsity if requested is None else requested
     # Measured by harness code, never by a method a submitted file could override.
     trusted = trusted_class(type(pruner))
     achieved = trusted.achieved_sparsity(pruner, dense, model)
     tol = trusted.tolerance(pruner, dense)
-    if abs(achieved - job.sparsity) > tol + 1e-9:
+    if abs(achieved - requested) > tol + 1e-9:
         raise PruningError(
             f"pruner {job.pruner.name!r} reached sparsity {achieved:.4f} on {job.architecture}, "
-            f"requested {job.sparsity:.4f} (tolerance {tol:.4f}); it must neither prune less nor more "
+            f"requested {requested:.4f} (tolerance {tol:.4f}); it must neither prune less nor more "
             "(structured pruners keep at least one filter or block per layer: lower the sparsity)."
         )
     return achieved
+
+
+MATCH_TOLERANCE = 0.02  # relative: the MACs ratio reached must be within 2% of the target
+MATCH_ITERATIONS = 14
+MATCH_MAX_SPARSITY = 0.95
+
+
+def matched_sparsity(job: JobSpec, dense: nn.Module, ctx: PruneContext, data: ImageData, device: torch.device) -> float:
+    """The pruner's own sparsity whose pruned model keeps (1 - job.sparsity) of the dense MACs, within 2%.
+
+    Bisection over the sparsity, pruning copies of the dense model with the job's pruner (the schedule's cuts, no
+    fine-tuning between them) and measuring their MACs; MACs fall monotonically as more is pruned.
+    """
+    target = 1.0 - job.sparsity
+    example = to_float(data.x_test[:1]).to(device)
+    base = count_macs(dense, example)
+    probe = PruneContext(ctx.example_inputs, ctx.calibration, ctx.seed, ctx.device, fine_tune=None)
+
+    def ratio(s: float) -> float:
+        pruner = pruners.get(job.pruner.name).obj(**dict(job.pruner.params))
+        try:
+            model = pruner.finalize(pruner.prune(copy.deepcopy(dense).eval(), s, probe))
+        except PruningError:
+            return 0.0  # cannot prune that far: treat as past the target
+        return count_macs(model, example) / base
+
+    lo, hi = 0.0, MATCH_MAX_SPARSITY
+    best = (math.inf, 0.0, 1.0)
+    for _ in range(MATCH_ITERATIONS):
+        mid = (lo + hi) / 2
+        r = ratio(mid)
+        best = min(best, (abs(r / target - 1), mid, r))
+        if best[0] <= MATCH_TOLERANCE:
+            return best[1]
+        lo, hi = (mid, hi) if r > target else (lo, mid)
+    raise PruningError(
+        f"pruner {job.pruner.name!r} cannot keep {target:.2f}x MACs of {job.architecture} within {MATCH_TOLERANCE:.0%}: "
+        f"closest {best[2]:.3f}x at sparsity {best[1]:.3f} (its unit is too coarse); choose another target."
+    )
 
 
 def cost_metrics(dense: nn.Module, model: nn.Module, data: ImageData, device: torch.device, latency: bool) -> list[Metric]:
@@ -175,6 +217,7 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
     model, pmeta = pruned_model(job, data, dense, cache, device, fresh)
     metrics = [
         Metric("sparsity_requested", job.sparsity),
+        Metric("sparsity_pruned", pmeta.get("sparsity", job.sparsity)),  # the pruner's own sparsity (differs under match)
         Metric("sparsity_achieved", pmeta["achieved_sparsity"]),
         Metric("train_seconds", dmeta.get("train_seconds", 0.0)),
         Metric("prune_seconds", pmeta["prune_seconds"]),
