@@ -92,7 +92,8 @@ def test_dense_model_trained_once(tmp_path: Path, tiny_grid: Path, monkeypatch: 
     real = pipeline.train
     monkeypatch.setattr(pipeline, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
     # Inline executor (workers=0): the patched function must be the one the tasks call.
-    run(RunOptions(grid=str(tiny_grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=0))
+    summary = run(RunOptions(grid=str(tiny_grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=0))
+    assert summary.failed == []
     # One dense training + one fine-tune of the single pruned model.
     assert len(calls) == 2
 
