@@ -105,10 +105,11 @@ def board_markdown(b: Board) -> list[str]:
                  _ratio(r, "params_ratio"), _ratio(r, "macs_ratio"), _pct(r.clean)] + [_pct(r.robust.get(c)) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     headline: list[Column | str] = ["clean"] + [c for c in b.columns if c[0] == WORST] + [c for c in b.columns if c[0] == WORST_LOWER]
-    pruned = [r for r in b.rows if not r.is_dense and not r.is_control]
+    pruned = [r for r in b.rows if r.is_control] + [r for r in b.rows if not r.is_dense and not r.is_control]
     if pruned:
         lines += ["", "Each pruned row against the fine-tuned dense control (Δ control, the headline) and the untouched dense "
-                  "model (Δ dense) of the same seed, in points, with the paired p-value:", ""]
+                  "model (Δ dense) of the same seed, in points, with the paired p-value; the control's own Δ dense is the "
+                  "effect of the extra fine-tuning alone:", ""]
         head = ["architecture", "pruner", "sparsity", "unit", "params×", "MACs×"] + [f"Δ control {_col(c)}" for c in headline] + [f"Δ dense {_col(c)}" for c in headline]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in pruned:
