@@ -64,6 +64,7 @@ n_examples = 100
 batch_size = 100
 measure_latency = false
 sanity_examples = 0   # sanity checks that need extra attack runs are covered by tests/test_sanity.py
+reference = { linf = ["pgd_linf"] }   # AutoAttack is too slow for a test grid; PGD is this grid's declared reference
 
 [[attacks]]
 name = "fgsm"

@@ -161,12 +161,14 @@ def test_autoattack_matches_reference(trained_cnn: nn.Module, xy: tuple[Tensor, 
     from pyautoattack import AutoAttack as Reference
 
     x, y = xy[0][:8], xy[1][:8]
-    eps = 0.3  # APGD-CE fools every example at this budget, so the later components have nothing left to do
-    ours = attacks.get("autoattack").obj(version="standard", seed=0)
+    eps = 0.05  # small enough that APGD-CE leaves examples for APGD-T, FAB-T and Square to be compared on
+    ours = attacks.get("autoattack").obj(version="standard", seed=0, n_queries=100)
     with frozen(trained_cnn):
         adv, trace = ours.perturb_traced(trained_cnn, x, y, eps)
         ref = Reference(trained_cnn, norm="Linf", eps=eps, version="standard", seed=0)
+        ref.square.n_queries = 100
         ref_adv, _ = ref.run_standard_evaluation(x, y, batch_size=8)
+    assert bool(trace["apgd-ce"].any())  # the later components had work to do: the comparison covers them
     check_in_ball(adv, x, eps, "linf", "autoattack")
     assert list(trace) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert robust_acc(trained_cnn, adv, y) == robust_acc(trained_cnn, ref_adv, y)
@@ -203,6 +205,19 @@ def fooled_by(model: nn.Module, x_adv: Tensor, y: Tensor) -> Tensor:
 
 
 def test_every_attack_declares_a_threat_model() -> None:
+    """Declared by the attack itself (its class or, with a `norm` parameter, the instance), never the base-class default."""
+    import inspect
+
+    from harness.api.attack import Attack, MinimalAttack
+
     for entry in attacks.entries():
-        attack = entry.obj()
-        assert attack.threat_model in ("linf", "l2"), entry.name
+        cls = entry.obj
+        own = [k for k in cls.__mro__ if k not in (Attack, MinimalAttack, object) and "threat_model" in vars(k)]
+        norm = inspect.signature(cls).parameters.get("norm")
+        if norm is None:
+            assert own, f"{entry.name} inherits the base class's threat model instead of declaring one"
+            assert cls().threat_model in ("linf", "l2"), entry.name
+            continue
+        for tm in ("linf", "l2"):  # a `norm` parameter must decide the threat model
+            attack = cls(norm=tm)
+            assert "threat_model" in vars(attack) and attack.threat_model == tm, (entry.name, tm)

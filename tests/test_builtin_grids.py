@@ -13,7 +13,7 @@ from harness.engine.grid import builtin_grids, load_grid
 
 
 def _missing_plugins(name: str) -> list[str]:
-    """Plugins a grid names that are not registered (yet): its test is skipped rather than failed."""
+    """Plugins a grid names that are not registered."""
     raw = tomllib.loads(builtin_grids()[name].read_text())
     wanted = [(pruners, p if isinstance(p, str) else p["name"]) for p in raw["pruners"]]
     wanted += [(attacks, a["name"]) for a in raw["attacks"]]
@@ -30,31 +30,34 @@ def _builtin(registry: Registry, folder: str) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(builtin_grids()))
 def test_builtin_grid_validates(name: str) -> None:
-    missing = _missing_plugins(name)
-    if missing and name not in ("smoke", "cifar-cpu"):  # these two use only long-registered plugins
-        pytest.skip(f"grid {name} names plugins not registered yet: {', '.join(missing)}")
+    """Every plugin a built-in grid names is shipped, and the grid validates (strength rule included)."""
+    assert not _missing_plugins(name), f"grid {name} names unregistered plugins"
     grid = load_grid(name)
     assert grid.jobs and grid.name == name
 
 
+@pytest.mark.parametrize("name", sorted(builtin_grids()))
+def test_grids_with_pruned_rows_have_the_control(name: str) -> None:
+    """The fine-tuned dense control is in every grid that prunes, so every pruned row has its reference row."""
+    grid = load_grid(name)
+    families = {pruners.get(j.pruner.name).obj.family for j in grid.jobs}
+    if families - {"none", "control"}:
+        assert "dense_finetuned" in {j.pruner.name for j in grid.jobs}
+
+
 def test_paper_grid_is_the_papers_setup() -> None:
-    if _missing_plugins("paper"):
-        pytest.skip(f"paper grid plugins missing: {_missing_plugins('paper')}")
     grid = load_grid("paper")
     assert grid.datasets == ["cifar10"]
     assert {j.architecture for j in grid.jobs} == {"vgg16_bn", "resnet56", "mobilenetv2"}
-    assert {j.pruner.name for j in grid.jobs} == {"none", "l1_filter", "hrank", "expected_abs", "kl_divergence", "pls_vip"}
+    assert {j.pruner.name for j in grid.jobs} == {"none", "dense_finetuned", "l1_filter", "hrank", "expected_abs", "kl_divergence", "pls_vip"}
     fgsm = next(a for a in grid.jobs[0].attacks if a.name == "fgsm")
     assert 8 / 255 in fgsm.eps and all(j.train.regime == "standard" for j in grid.jobs)
     assert {a.name for a in grid.jobs[0].attacks} >= {"pgd_linf", "autoattack"}
 
 
 def test_layer_and_defense_grids_share_the_paper_settings() -> None:
-    for name in ("paper-layers", "paper-defenses"):
-        if _missing_plugins(name):
-            pytest.skip(f"grid {name} plugins missing: {_missing_plugins(name)}")
     paper, layers, defenses = load_grid("paper"), load_grid("paper-layers"), load_grid("paper-defenses")
-    assert {pruners.get(j.pruner.name).obj.family for j in layers.jobs} == {"none", "layer"}
+    assert {pruners.get(j.pruner.name).obj.family for j in layers.jobs} == {"none", "control", "layer"}
     # Same dense models as the filter grid (trained once, shared through the cache) ...
     assert {j.dense_key for j in layers.jobs} <= {j.dense_key for j in paper.jobs}
     # ... while the defenses train adversarially under the same attacks.
@@ -63,9 +66,6 @@ def test_layer_and_defense_grids_share_the_paper_settings() -> None:
 
 
 def test_full_grid_covers_every_pruner_and_attack() -> None:
-    for name in ("full", "full-layers"):
-        if _missing_plugins(name):
-            pytest.skip(f"grid {name} plugins missing: {_missing_plugins(name)}")
     used = {j.pruner.name for g in ("full", "full-layers") for j in load_grid(g).jobs}
     assert used == _builtin(pruners, "pruners")
     assert {a.name for a in load_grid("full").jobs[0].attacks} == _builtin(attacks, "attacks")

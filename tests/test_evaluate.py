@@ -25,10 +25,12 @@ def test_run_attacks_protocol(trained_cnn: nn.Module, digits: ImageData) -> None
         assert not bool((mask & ~ev.clean_correct).any())  # never robust when wrong on the clean image
     assert bool(ev.robust[("fgsm", 0.2)].sum() <= ev.robust[("fgsm", 0.05)].sum())
     rows = {(m.metric, m.attack, m.eps): m.value for m in metrics_of(ev)}
-    both = ev.robust[("fgsm", 0.05)]  # fgsm is the only linf attack: worst case equals it
-    assert rows[("worst_case_acc", "linf", 0.05)] == pytest.approx(float(both.float().mean()))
-    worst_l2 = ev.robust[("deepfool", 0.5)]
-    assert rows[("worst_case_acc", "l2", 0.5)] == pytest.approx(float(worst_l2.float().mean()))
+    # No reference attack (AutoAttack; APGD or AutoAttack under L2) ran: no worst case may claim reference strength.
+    assert not any(k[0] == "worst_case_acc" for k in rows)
+    assert {(k[1], k[2]) for k in rows if k[0] == "worst_case_acc_lower_strength"} == {("linf", 0.05), ("linf", 0.2), ("l2", 0.5), ("l2", 3.0)}
+    # Held as reference, DeepFool's L2 worst cases become reference strength; FGSM's Linf ones stay lower strength.
+    named = {(m.metric, m.attack) for m in metrics_of(ev, {"l2": ("deepfool",)})}
+    assert ("worst_case_acc", "l2") in named and ("worst_case_acc", "linf") not in named
     assert 0 < rows[("median_perturbation", "deepfool", -1)] < 3.0
     # A perturbation within eps fools at eps: robust at eps implies the found perturbation was larger.
     sizes = ev.perturbation["deepfool"]
@@ -45,9 +47,27 @@ def test_worst_case_is_per_example_minimum() -> None:
     ev.robust[("a", 0.1)] = torch.tensor([True, True, False, False])
     ev.robust[("b", 0.1)] = torch.tensor([False, True, True, False])
     ev.threat.update(a="linf", b="linf")
-    rows = {(m.metric, m.attack): m.value for m in metrics_of(ev)}
+    rows = {(m.metric, m.attack): m.value for m in metrics_of(ev, {"linf": ("a",)})}
     # Each attack leaves 50%, but only one example survives both.
     assert rows[("worst_case_acc", "linf")] == 0.25
+    # A sanity check's stronger attack broke example 1 too: folded in, nothing survives.
+    folds = {("linf", 0.1): torch.tensor([True, False, True, True])}
+    rows = {(m.metric, m.attack): m.value for m in metrics_of(ev, {"linf": ("a",)}, folds)}
+    assert rows[("worst_case_acc", "linf")] == 0.0
+
+
+def test_accuracy_metrics_carry_their_outcomes() -> None:
+    """Per-example outcomes are stored with accuracies, packed, and read back bit for bit (paired tests use them)."""
+    from harness.api.metrics import unpack_outcomes
+
+    ev = Evaluation(clean_correct=torch.tensor([True, True, False, True, True, True, False, True, True]))
+    ev.robust[("a", 0.1)] = torch.tensor([True, False, False, True, False, True, False, False, True])
+    ev.threat["a"] = "linf"
+    for m in metrics_of(ev):
+        if m.metric in ("clean_acc_eval", "robust_acc", "worst_case_acc_lower_strength"):
+            back = unpack_outcomes(m.outcomes, m.n_examples)
+            src = ev.clean_correct if m.metric == "clean_acc_eval" else ev.robust[("a", 0.1)]
+            assert back.tolist() == src.tolist() and m.value == pytest.approx(back.mean())
 
 
 def test_stage_metrics_and_median() -> None:

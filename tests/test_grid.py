@@ -22,8 +22,8 @@ def test_builtin_grids_validate() -> None:
     grids = builtin_grids()
     assert "smoke" in grids
     smoke = load_grid("smoke")
-    # none has no sparsity axis: 2 archs x (1 baseline + 2 pruners x 2 sparsities).
-    assert len(smoke.jobs) == 10
+    # none and the control have no sparsity axis: 2 archs x (1 baseline + 1 control + 2 pruners x 2 sparsities).
+    assert len(smoke.jobs) == 12
     assert {j.dataset for j in smoke.jobs} == {"digits"}
 
 
@@ -43,8 +43,42 @@ def test_keys_are_stable_and_shared() -> None:
     assert changed.jobs[0].dense_key != a.jobs[0].dense_key
 
 
+def test_strength_rule_needs_the_reference_at_every_eps() -> None:
+    """A grid that reports an eps its reference attack does not run at is refused with a one-line fix."""
+    raw = tiny(attacks=[{"name": "fgsm", "eps": [0.05, 0.1]}, {"name": "pgd_linf", "eps": [0.1]}])
+    with pytest.raises(GridError, match=r"'fgsm' runs at linf eps 0.05 where no reference attack \(pgd_linf\) runs"):
+        parse_grid(raw)
+    default = tiny(attacks=[{"name": "pgd_linf", "eps": [0.1]}])
+    del default["eval"]["reference"]
+    with pytest.raises(GridError, match=r"no reference attack \(autoattack\)"):
+        parse_grid(default)
+    # An L2 attack is covered by an L2 reference only, whatever runs under Linf at the same number.
+    l2 = tiny(attacks=[{"name": "pgd_l2", "eps": [0.5]}, {"name": "apgd", "eps": [0.5], "norm": "linf"}])
+    l2["eval"]["reference"] = {"linf": ["apgd"]}
+    with pytest.raises(GridError, match=r"'pgd_l2' runs at l2 eps 0.5.*\(apgd or autoattack\)"):
+        parse_grid(l2)
+    l2["attacks"][1]["norm"] = "l2"
+    assert len(parse_grid(l2).jobs) == 2  # APGD-L2 at 0.5 covers PGD-L2 at 0.5
+
+
+def test_bad_reference_table() -> None:
+    raw = tiny()
+    raw["eval"]["reference"] = {"l3": ["apgd"]}
+    with pytest.raises(GridError, match="unknown threat model 'l3'"):
+        parse_grid(raw)
+
+
+def test_control_has_no_sparsity_axis() -> None:
+    g = parse_grid(tiny(pruners=["none", "dense_finetuned", "l1_filter"], sparsities=[0.25, 0.5]))
+    control = [j for j in g.jobs if j.pruner.name == "dense_finetuned"]
+    assert len(control) == 1 and control[0].sparsity == 0.0
+    # The control's key holds the fine-tuning budget: a different budget is a different control.
+    other = parse_grid(tiny(pruners=["dense_finetuned"], finetune={"epochs": 5, "batch_size": 32}))
+    assert other.jobs[0].pruned_key != control[0].pruned_key
+
+
 def test_eps_fractions() -> None:
-    raw = tiny(attacks=[{"name": "fgsm", "eps": ["8/255", 0.1]}])
+    raw = tiny(attacks=[{"name": "pgd_linf", "eps": ["8/255", 0.1]}])
     g = parse_grid(raw)
     assert g.jobs[0].attacks[0].eps == (8 / 255, 0.1)
 
@@ -88,3 +122,13 @@ def test_unknown_grid_name_and_bad_toml(tmp_path: Path) -> None:
         load_grid(str(bad))
     with pytest.raises(GridError, match="does not exist"):
         load_grid(str(tmp_path / "nope.toml"))
+
+
+def test_match_option() -> None:
+    g = parse_grid(tiny(pruners=["none", "dense_finetuned", "l1_filter"], match="macs"))
+    assert {j.pruner.name: j.match for j in g.jobs} == {"none": "", "dense_finetuned": "", "l1_filter": "macs"}
+    assert g.jobs[-1].pruned_params()["match"] == "macs"
+    with pytest.raises(GridError, match="needs structured pruners, but 'global_magnitude'"):
+        parse_grid(tiny(pruners=["global_magnitude"], match="macs"))
+    with pytest.raises(GridError, match="unknown match 'flops'"):
+        parse_grid(tiny(match="flops"))

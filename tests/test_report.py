@@ -1,31 +1,107 @@
-"""The study report: paired deltas with intervals, and verdicts that follow the data."""
+"""The study report: pruned rows against the fine-tuned control and the dense model, paired tests with known answers."""
 
 from __future__ import annotations
 
+import math
+
+import pytest
+import torch
+
+from harness.api.config import PROTOCOL_VERSION
 from harness.api.metrics import Metric
+from harness.evaluation.protocol import accuracy_metric
 from harness.site.report import report
+from harness.store.queries import ACC, Estimate, binomial_two_sided, paired_test
 from harness.store.session import Store
-from tests.test_queries import add_job
+from tests.test_queries import add_job, job_params
+
+EPS = 8 / 255
+N = 100
 
 
-def _robust(clean: float, pgd: float) -> list[Metric]:
-    return [Metric("clean_acc", clean), Metric("clean_acc_eval", clean), Metric("robust_acc", pgd, attack="pgd_linf", eps=8 / 255),
-            Metric("worst_case_acc", pgd, attack="linf", eps=8 / 255)]
+def _mask(correct: int, shift: int = 0) -> torch.Tensor:
+    """N examples, `correct` of them correct, starting at index `shift`."""
+    m = torch.zeros(N, dtype=torch.bool)
+    m[shift : shift + correct] = True
+    return m
 
 
-def test_report_pairs_by_seed_and_states_verdicts(store: Store) -> None:
-    for seed, (dense, pruned) in enumerate([(0.30, 0.40), (0.20, 0.31), (0.25, 0.34)]):
-        add_job(store, f"d{seed}", "none", 0.0, seed, _robust(0.9, dense))
-        add_job(store, f"p{seed}", "l1_filter", 0.5, seed, _robust(0.88, pruned))
+def _job(robust: torch.Tensor, clean: float = 0.9) -> list[Metric]:
+    """A job whose worst case (reference strength) and PGD outcomes are `robust`."""
+    return [Metric("clean_acc", clean), accuracy_metric("clean_acc_eval", torch.ones(N, dtype=torch.bool)),
+            accuracy_metric("robust_acc", robust, "pgd_linf", EPS), accuracy_metric("worst_case_acc", robust, "linf", EPS)]
+
+
+def _params(pruner: str, seed: int, sparsity: float) -> dict:
+    return job_params("d", "a", seed, pruner, sparsity) | {"protocol": PROTOCOL_VERSION}
+
+
+def _study(store: Store, seeds: int) -> None:
+    """Per seed: dense 20 robust, control 30, pruned 40 (the pruned model keeps the control's 30 and adds 10)."""
+    for seed in range(seeds):
+        add_job(store, f"d{seed}", "none", 0.0, seed, _job(_mask(20)), params=_params("none", seed, 0.0))
+        add_job(store, f"c{seed}", "dense_finetuned", 0.0, seed, _job(_mask(30)), params=_params("dense_finetuned", seed, 0.0))
+        add_job(store, f"p{seed}", "l1_filter", 0.5, seed, _job(_mask(40)), params=_params("l1_filter", seed, 0.5))
+
+
+def test_exact_binomial_known_values() -> None:
+    assert binomial_two_sided(0, 10) == pytest.approx(2 / 1024)
+    assert binomial_two_sided(5, 10) == 1.0
+    # 12 gained vs 2 lost: 2 * (C(14,0) + C(14,1) + C(14,2)) / 2^14.
+    assert binomial_two_sided(12, 14) == pytest.approx(2 * (1 + 14 + 91) / 2**14)
+
+
+def test_paired_test_pools_discordant_pairs_over_seeds() -> None:
+    """Seeds contribute their discordant pairs: 4+4+4 gained, 1+1+0 lost -> p of 12 of 14."""
+    pairs = []
+    for lost in (1, 1, 0):
+        ref = _mask(50).numpy()
+        mine = ref.copy()
+        mine[50:54] = True  # 4 gained
+        mine[:lost] = False
+        pairs.append((mine.mean(), ref.mean(), mine, ref))
+    t = paired_test(pairs)
+    assert (t.gained, t.lost, t.n_seeds) == (12, 2, 3)
+    assert t.p_value == pytest.approx(binomial_two_sided(12, 14))
+    assert t.significant
+    assert t.delta == pytest.approx((0.03 + 0.03 + 0.04) / 3)
+
+
+def test_two_seeds_are_never_significant() -> None:
+    ref = _mask(10).numpy()
+    mine = _mask(60).numpy()
+    t = paired_test([(0.6, 0.1, mine, ref)] * 2)
+    assert t.p_value < 1e-20 and not t.significant
+
+
+def test_intervals_are_clipped_to_accuracy_range() -> None:
+    e = Estimate.of([1.0, 0.98, 0.6], ACC)
+    assert e.mean + e.half_width > 1.0  # the raw t interval leaves [0, 1]
+    assert e.high == 1.0 and 0.0 <= e.low <= e.mean
+
+
+def test_report_headline_is_against_the_control(store: Store) -> None:
+    _study(store, 3)
     text = report(store, "T")
     assert text.startswith("# T")
-    row = next(line for line in text.splitlines() if "| l1_filter |" in line)
-    # Paired changes +10, +11, +9 points: mean +10.0 with a t interval (df = 2) of half-width 2.5.
-    assert "(+10.0 ± 2.5)" in row
-    assert "pgd_linf, eps 8/255**: supports the claim: 1 of 1 pruned rows gain robustness beyond the 95% CI" in text
+    row = next(line for line in text.splitlines() if "| l1_filter |" in line and "Δ" not in line and "filters" in line and "p=" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # clean, worst 8/255 vs control, then clean, worst 8/255 vs dense. 3 seeds x 10 gained, 0 lost: p = 2 / 2^30.
+    p_control = f"p={2 / 2**30:.2g}"
+    p_dense = f"p={2 / 2**60:.2g}"
+    assert cells[6:10] == ["+0.0 (p=1)", f"**+10.0 ({p_control})**", "+0.0 (p=1)", f"**+20.0 ({p_dense})**"]
+    assert "supports the claim: 1 of 1 pruned rows gain robustness over the fine-tuned control" in text
 
 
-def test_single_seed_is_inconclusive(store: Store) -> None:
-    add_job(store, "d0", "none", 0.0, 0, _robust(0.9, 0.3))
-    add_job(store, "p0", "l1_filter", 0.5, 0, _robust(0.9, 0.2))
-    assert "1 single-seed rows (no interval): 0 higher, 1 lower" in report(store)
+def test_report_shows_seeds_and_no_mark_with_two_seeds(store: Store) -> None:
+    _study(store, 2)
+    text = report(store)
+    row = next(line for line in text.splitlines() if "| l1_filter |" in line and "p=" in line)
+    assert "+10.0 [+10.0, +10.0]" in row and "**" not in row
+    assert "fewer than 3 seeds" in text
+
+
+def test_report_marks_rows_of_an_older_protocol(store: Store) -> None:
+    add_job(store, "d0", "none", 0.0, 0, _job(_mask(20)))  # params without a protocol: version 1
+    assert "none †" in report(store)
+    assert math.isfinite(binomial_two_sided(1, 3))

@@ -30,7 +30,7 @@ class Quantized(nn.Module):
 def flags(model: nn.Module, digits: ImageData) -> dict[str, float]:
     x, y = digits.x_test[:48], digits.y_test[:48]
     ev = run_attacks(model, x, y, SPECS, torch.device("cpu"), 48, seed=0)
-    out: list[Metric] = sanity_metrics(model, x, y, ev, SPECS, CFG, torch.device("cpu"), seed=0)
+    out, _folds = sanity_metrics(model, x, y, ev, SPECS, CFG, torch.device("cpu"), seed=0)
     assert all(m.metric.startswith("flag_") and m.value in (0.0, 1.0) and m.eps == -1 for m in out)
     return {f"{m.metric}:{m.attack}": m.value for m in out}
 
@@ -51,7 +51,7 @@ def test_honest_model_passes(trained_cnn: nn.Module, digits: ImageData, monkeypa
     raised = [k for k, v in f.items() if v]
     assert raised == []
     for key in ("flag_zero_gradients:", "flag_unbounded_eps:pgd_linf", "flag_gradient_masking:", "flag_eps_monotonic:fgsm",
-                "flag_fgsm_stronger_than_pgd:fgsm", "flag_more_steps_stronger:pgd_linf", "flag_randomized_model:", "flag_probability_output:"):
+                "flag_fgsm_stronger_than_pgd:fgsm", "flag_not_converged:pgd_linf", "flag_randomized_model:", "flag_probability_output:"):
         assert key in f
 
 
@@ -73,3 +73,55 @@ def test_fgsm_stronger_than_pgd_is_flagged() -> None:
     ev.robust[("fgsm", 0.1)] = torch.tensor([True] * 2 + [False] * 8)
     ev.robust[("pgd_linf", 0.1)] = torch.tensor([True] * 5 + [False] * 5)
     assert fgsm_vs_pgd(ev)[0].value == 1.0
+
+
+def test_unconverged_pgd_is_flagged_and_folded(trained_cnn: nn.Module, digits: ImageData) -> None:
+    """PGD-10 with a step too small to cross the ball is beaten by 4x the steps: flagged, and its finds enter the worst case."""
+    from harness.evaluation.protocol import metrics_of
+
+    eps = 0.2
+    # 10 steps of eps/40 travel a quarter of the ball: too few steps for this model.
+    specs = (AttackSpec("pgd_linf", (eps,), (("step_size", eps / 40), ("steps", 10))),)
+    cfg = EvalConfig(n_examples=48, batch_size=48, sanity_examples=48)
+    x, y = digits.x_test[:48], digits.y_test[:48]
+    ev = run_attacks(trained_cnn, x, y, specs, torch.device("cpu"), 48, seed=0)
+    out, folds = sanity_metrics(trained_cnn, x, y, ev, specs, cfg, torch.device("cpu"), seed=0)
+    f = {f"{m.metric}:{m.attack}": m.value for m in out}
+    assert f["flag_not_converged:pgd_linf"] == 1.0
+    weak = ev.robust[("pgd_linf", eps)].float().mean()
+    worst = {m.metric: m.value for m in metrics_of(ev, {"linf": ("pgd_linf",)}, folds) if m.attack == "linf"}["worst_case_acc"]
+    assert worst < float(weak) - 0.1  # the stronger run's adversarial examples count
+
+
+def test_converged_pgd_is_not_flagged(trained_cnn: nn.Module, digits: ImageData) -> None:
+    """PGD-40 with its default step size is not beaten by PGD-160 with 5 restarts on this model."""
+    specs = (AttackSpec("pgd_linf", (0.2,), (("steps", 40),)),)
+    cfg = EvalConfig(n_examples=48, batch_size=48, sanity_examples=48)
+    x, y = digits.x_test[:48], digits.y_test[:48]
+    ev = run_attacks(trained_cnn, x, y, specs, torch.device("cpu"), 48, seed=0)
+    out, _ = sanity_metrics(trained_cnn, x, y, ev, specs, cfg, torch.device("cpu"), seed=0)
+    assert {f"{m.metric}:{m.attack}": m.value for m in out}["flag_not_converged:pgd_linf"] == 0.0
+
+
+def _aa_evaluation(after_square: int) -> object:
+    """An AutoAttack run on 10 examples: 6 left by APGD-CE, 5 by APGD-T and FAB-T, `after_square` by Square."""
+    from harness.evaluation.runs import Evaluation
+
+    ev = Evaluation(clean_correct=torch.ones(10, dtype=torch.bool))
+    ev.params["autoattack"], ev.threat["autoattack"], ev.white_box["autoattack"] = {"version": "standard"}, "linf", True
+    for stage, left in (("apgd-ce", 6), ("apgd-t", 5), ("fab-t", 5), ("square", after_square)):
+        ev.stages[(f"autoattack/{stage}", 0.1)] = torch.arange(10) < left
+    ev.robust[("autoattack", 0.1)] = torch.arange(10) < after_square
+    return ev
+
+
+def test_autoattack_stage_checks() -> None:
+    """pyautoattack's checks on our runs: Square finding more than the gradient attacks, too few classes for targets."""
+    from harness.evaluation.sanity import autoattack_stage_checks
+
+    def flags(after_square: int, n_classes: int) -> dict[str, float]:
+        return {m.metric: m.value for m in autoattack_stage_checks(_aa_evaluation(after_square), n_classes)}  # type: ignore[arg-type]
+
+    assert flags(5, 10) == {"flag_autoattack_n_classes": 0.0, "flag_autoattack_square": 0.0}
+    assert flags(3, 10)["flag_autoattack_square"] == 1.0  # Square broke 2 of 10 the gradient attacks left
+    assert flags(5, 3)["flag_autoattack_n_classes"] == 1.0  # targeted DLR needs more than 3 classes

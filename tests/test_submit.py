@@ -230,7 +230,7 @@ def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_g
         assert entry["author"] == "<img src=x onerror=alert(1)>" and entry["harness_version"]
         with Store(where["db"], readonly=True).session() as s:
             jobs = {j.pruner: j for j in job_records(s)}
-        assert set(jobs) == {"none", "hostile_l1"}
+        assert set(jobs) == {"none", "dense_finetuned", "hostile_l1"}
         assert jobs["hostile_l1"].get("clean_acc") is not None
         # The worker, not the driver, imported the submission: provenance names the recorded file.
         assert jobs["hostile_l1"].provenance["plugins"]["pruner"]["sha256"] == entry["sha256"]

@@ -12,9 +12,23 @@ from typing import Any
 from harness.api.errors import GridError
 from harness.api.keys import key_of
 
+# Bumped by every change that alters reported numbers. It is part of every cache and job key, so `harness run`
+# recomputes results made under an older protocol instead of reusing them; rows stored without it are version 1.
+# 2: one training subset per (dataset, seed) for every stage; fine-tuning split so the total equals the one-shot
+#    budget and the last cut is fine-tuned; the fine-tuned dense control; worst cases only where the reference
+#    attack ran; the convergence check folded into the worst case.
+PROTOCOL_VERSION: int = 2
+
 REGIMES = ("standard", "pgd_at", "trades")
 # Training arithmetic: bf16 autocast or plain fp32; "auto" is bf16 on CUDA, fp32 elsewhere (resolved by the runner).
 PRECISIONS = ("auto", "bf16", "fp32")
+THREAT_MODELS = ("linf", "l2")
+# The attack that must run at an eps for its worst case to count as reference strength, per threat model
+# (any one of the names). Croce & Hein 2020: AutoAttack for Linf; APGD (CE) or AutoAttack under L2.
+DEFAULT_REFERENCE: dict[str, tuple[str, ...]] = {"linf": ("autoattack",), "l2": ("apgd", "autoattack")}
+# Pruner families that prune nothing and so have no sparsity axis: the untouched dense model and the
+# fine-tuned dense control.
+DENSE_FAMILIES = ("none", "control")
 ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
 
 
@@ -81,6 +95,24 @@ class EvalConfig:
     batch_size: int = 256
     measure_latency: bool = True
     sanity_examples: int = 64  # examples the extra sanity-check attacks run on (0 = only checks needing no extra runs)
+    # Threat model -> attack names that count as reference strength there (DEFAULT_REFERENCE when empty).
+    reference: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def __post_init__(self) -> None:
+        ref = self.reference
+        if isinstance(ref, dict):  # as a grid writes it: {linf = ["autoattack"], l2 = ["apgd"]}
+            for tm, names in ref.items():
+                if tm not in THREAT_MODELS:
+                    raise GridError(f"[eval] reference: unknown threat model {tm!r}; accepted: {', '.join(THREAT_MODELS)}.")
+                names = [names] if isinstance(names, str) else names
+                if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+                    raise GridError(f"[eval] reference.{tm} must be an attack name or a non-empty list of names.")
+            ref = tuple(sorted((tm, tuple([n] if isinstance(n, str) else n)) for tm, n in ref.items()))
+        object.__setattr__(self, "reference", tuple((tm, tuple(names)) for tm, names in ref))
+
+    def references(self) -> dict[str, tuple[str, ...]]:
+        """Threat model -> the attacks of reference strength there."""
+        return DEFAULT_REFERENCE | {tm: tuple(names) for tm, names in self.reference}
 
 
 @dataclass(frozen=True)
@@ -124,23 +156,33 @@ class JobSpec:
     finetune: FinetuneConfig
     eval: EvalConfig
     attacks: tuple[AttackSpec, ...]
+    # "macs": `sparsity` is the fraction of MACs to remove; the pipeline finds the pruner's own sparsity reaching it.
+    match: str = ""
 
     def dense_params(self) -> dict[str, Any]:
         """What defines the dense (unpruned) model."""
-        return {"dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": _keyed(self.train)}
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "dataset": self.dataset,
+            "architecture": self.architecture,
+            "seed": self.seed,
+            "train": _keyed(self.train),
+        }
 
     def pruned_params(self) -> dict[str, Any]:
         """What defines the pruned, fine-tuned model."""
-        base = {"dense": self.dense_params(), "pruner": self.pruner.name, "pruner_params": dict(self.pruner.params)}
+        base = {"protocol": PROTOCOL_VERSION, "dense": self.dense_params(), "pruner": self.pruner.name, "pruner_params": dict(self.pruner.params)}
         if self.pruner.code:
             base["pruner_code"] = self.pruner.code
         if self.pruner.name == "none":
             return base
-        return base | {"sparsity": self.sparsity, "finetune": _keyed(self.finetune)}
+        out = base | {"sparsity": self.sparsity, "finetune": _keyed(self.finetune)}
+        return out | {"match": self.match} if self.match else out
 
     def params(self) -> dict[str, Any]:
         """Canonical parameters of the whole job."""
         return {
+            "protocol": PROTOCOL_VERSION,
             "pruned": self.pruned_params(),
             "eval": asdict(self.eval),
             "attacks": [a.as_dict() for a in self.attacks],

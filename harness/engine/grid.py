@@ -10,6 +10,7 @@ from typing import Any
 import tomllib
 
 from harness.api.config import (
+    DENSE_FAMILIES,
     AttackSpec,
     EvalConfig,
     FinetuneConfig,
@@ -34,7 +35,9 @@ TOP_KEYS = {
     "train": dict,
     "finetune": dict,
     "eval": dict,
+    "match": str,
 }
+MATCH = ("macs",)
 REQUIRED = ("datasets", "architectures", "pruners", "attacks")
 # Bounds on what a grid file may ask for, checked before anything is expanded or run.
 MAX_GRID_BYTES = 10 * 2**20
@@ -230,14 +233,62 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
     train = _section(raw, "train", TrainConfig, where)
     finetune = _section(raw, "finetune", FinetuneConfig, where)
     evalc = _section(raw, "eval", EvalConfig, where)
+    check_reference(aspecs, evalc, where)
+    match = check_match(raw, pspecs, where)
 
     jobs: list[JobSpec] = []
     seen: set[str] = set()
     for d, a, seed, p in itertools.product(ds, archs, seeds, pspecs):
         # The dense baseline has no sparsity axis: one job per (dataset, architecture, seed).
-        for s in [0.0] if pruners.get(p.name).obj.family == "none" else sparsities:
-            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs))
+        for s in [0.0] if pruners.get(p.name).obj.family in DENSE_FAMILIES else sparsities:
+            dense_row = pruners.get(p.name).obj.family in DENSE_FAMILIES
+            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs), "" if dense_row else match)
             if job.key not in seen:
                 seen.add(job.key)
                 jobs.append(job)
     return Grid(name=str(raw.get("name", name)), description=str(raw.get("description", "")), path=path, jobs=jobs, raw=raw, notes=notes)
+
+
+# ---- the strength rule: a grid reports an eps only where its threat model's reference attack runs ----
+
+
+def threat_model_of(spec: AttackSpec) -> str:
+    """The threat model an attack entry runs under (its class attribute, or the `norm` it was given)."""
+    cls = attacks.get(spec.name).obj
+    params = dict(spec.params)
+    return str(params["norm"]) if "norm" in params else str(getattr(cls, "threat_model", "linf"))
+
+
+def check_reference(specs: list[AttackSpec], cfg: EvalConfig, where: str) -> None:
+    """Every (threat model, eps) the grid attacks at must also be attacked by a reference attack of that threat model."""
+    refs = cfg.references()
+    covered = {(threat_model_of(a), e) for a in specs if a.name in refs.get(threat_model_of(a), ()) for e in a.eps}
+    for a in specs:
+        tm = threat_model_of(a)
+        missing = [e for e in a.eps if (tm, e) not in covered]
+        if missing:
+            names = " or ".join(refs.get(tm, ())) or "a reference attack"
+            raise GridError(
+                f"{where}: attack {a.name!r} runs at {tm} eps {', '.join(f'{e:g}' for e in missing)} where no reference "
+                f"attack ({names}) runs, so its worst case there would be only as strong as the weaker attacks; add "
+                f"{names} at that eps, or set [eval] reference.{tm} to the attack you hold as reference."
+            )
+
+
+# ---- cost matching: `match = "macs"` reads each sparsity as a fraction of MACs to remove ----
+
+
+def check_match(raw: dict[str, Any], specs: list[PrunerSpec], where: str) -> str:
+    """The grid's `match` option ('' when absent); only structured pruners can be matched on MACs."""
+    match = raw.get("match", "")
+    if not match:
+        return ""
+    if match not in MATCH:
+        raise GridError(f"{where}: unknown match {match!r}; accepted: {', '.join(MATCH)} (or leave it out).")
+    for p in specs:
+        if not pruners.get(p.name).obj.structured:
+            raise GridError(
+                f"{where}: match = 'macs' needs structured pruners, but {p.name!r} only zeroes weights (dense MACs do "
+                "not change); move it to a grid without match."
+            )
+    return match

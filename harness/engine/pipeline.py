@@ -1,15 +1,22 @@
-"""One job's stages: train dense (cached) -> prune -> fine-tune (cached) -> measure -> attack."""
+"""One job's stages: train dense (cached) -> prune -> fine-tune (cached) -> measure -> attack.
+
+Every stage draws its images from the same training subset of the (dataset, seed), `training_subset`, so a pruned
+model never sees images its dense model did not. Only the order differs by stage, from documented seeds: dense
+training shuffles with `seed`, the fine-tuning after cut i with `seed + FINETUNE_SEED + i`, and calibration
+batches are drawn with `seed + CALIBRATION_SEED`.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness.api.config import JobSpec
+from harness.api.config import PROTOCOL_VERSION, JobSpec
 from harness.api.data import ImageData, subset, to_float
 from harness.api.errors import PruningError
 from harness.api.metrics import Metric
@@ -17,6 +24,7 @@ from harness.api.nets import Normalized
 from harness.api.plugins import architectures, attacks, datasets, pruners
 from harness.api.pruner import PruneContext
 from harness.engine.artifacts import ArtifactCache
+from harness.engine.budget import finetune_epochs
 from harness.engine.trust import trusted_class
 from harness.evaluation.measure import (
     count_macs,
@@ -26,9 +34,12 @@ from harness.evaluation.measure import (
     latency_ms,
 )
 from harness.evaluation.protocol import evaluate
-from harness.training.train import train
+from harness.training.train import train, training_subset
 
 CALIBRATION_BATCHES = 4
+# Shuffling seeds of the stages after dense training, as offsets from the job's seed (the data stays the same).
+FINETUNE_SEED = 1000
+CALIBRATION_SEED = 3000
 LATENCY_BATCH = 128
 
 
@@ -52,23 +63,24 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
         return model.eval(), meta | {"cached": True}
     model = build_model(job, data, device)
     t0 = time.perf_counter()
-    run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train)
+    run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed)
     meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}
 
 
 def calibration(data: ImageData, job: JobSpec, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """A few seeded training batches for data-driven criteria."""
+    """A few seeded batches of the job's training subset for data-driven criteria."""
     bs = job.finetune.batch_size
-    x, y = subset(data.x_train, data.y_train, CALIBRATION_BATCHES * bs, seed=job.seed)
+    x, y = training_subset(data, job.train.n_train, job.seed)
+    x, y = subset(x, y, CALIBRATION_BATCHES * bs, seed=job.seed + CALIBRATION_SEED)
     return [(to_float(x[i : i + bs]).to(device), y[i : i + bs].to(device)) for i in range(0, len(y), bs)]
 
 
 def pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: ArtifactCache, device: torch.device, fresh: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Prune a copy of the dense model and fine-tune it; cached by the pruned key."""
     if job.pruner.name == "none":
-        return dense, {"prune_seconds": 0.0, "finetune_seconds": 0.0, "achieved_sparsity": 0.0}
+        return dense, {"prune_seconds": 0.0, "finetune_seconds": 0.0, "achieved_sparsity": 0.0, "finetune_epochs": []}
     with cache.lock("pruned", job.pruned_key):
         return _pruned_model(job, data, dense, cache, device, fresh)
 
@@ -80,14 +92,16 @@ def _pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifa
         return model.eval(), meta | {"cached": True}
     pruner = pruners.get(job.pruner.name).obj(**dict(job.pruner.params))
     model = copy.deepcopy(dense)
+    budget = finetune_epochs(job.finetune.epochs, pruner.steps)
+    done: list[int] = []  # epochs actually run after each cut
     ft_seconds = 0.0
 
     def fine_tune(m: nn.Module, step: int) -> None:
         nonlocal ft_seconds
         t = time.perf_counter()
-        steps = max(pruner.steps, 1)
-        cfg = type(job.finetune)(**{**job.finetune.__dict__, "epochs": max(job.finetune.epochs // steps, 1)})
-        train(m, data, cfg, job.seed + 1000 + step, device, n_train=job.train.n_train)
+        epochs = budget[step] if step < len(budget) - 1 else 0  # the last cut's share runs after prune() returns
+        finetune_stage(m, job, data, device, epochs, step)
+        done.append(epochs)
         ft_seconds += time.perf_counter() - t
 
     ctx = PruneContext(
@@ -99,27 +113,83 @@ def _pruned_model(job: JobSpec, data: ImageData, dense: nn.Module, cache: Artifa
     )
     t0 = time.perf_counter()
     model.eval()
-    model = pruner.prune(model, job.sparsity, ctx)
+    sparsity = matched_sparsity(job, dense, ctx, data, device) if job.match == "macs" else job.sparsity
+    model = pruner.prune(model, sparsity, ctx)
     prune_seconds = time.perf_counter() - t0 - ft_seconds
     t = time.perf_counter()
-    remaining = job.finetune.epochs - (pruner.steps - 1) * max(job.finetune.epochs // max(pruner.steps, 1), 1)
-    if remaining > 0:
-        cfg = type(job.finetune)(**{**job.finetune.__dict__, "epochs": remaining})
-        train(model, data, cfg, job.seed + 2000, device, n_train=job.train.n_train)
+    # Whatever the schedule called, the total is the one-shot budget and the last cut is always fine-tuned.
+    last = job.finetune.epochs - sum(done)
+    finetune_stage(model, job, data, device, last, len(done))
+    done.append(last)
     ft_seconds += time.perf_counter() - t
     model = pruner.finalize(model).eval()
+    achieved = check_sparsity(job, pruner, dense, model, sparsity)
+    meta = {"prune_seconds": prune_seconds, "finetune_seconds": ft_seconds, "achieved_sparsity": achieved, "finetune_epochs": done, "sparsity": sparsity}
+    cache.save("pruned", job.pruned_key, model, meta)
+    return model.eval(), meta | {"cached": False}
+
+
+def finetune_stage(model: nn.Module, job: JobSpec, data: ImageData, device: torch.device, epochs: int, step: int) -> None:
+    """Fine-tune for `epochs` on the job's training subset, shuffled by the cut's own seed."""
+    if epochs <= 0:
+        return
+    cfg = type(job.finetune)(**{**job.finetune.__dict__, "epochs": epochs})
+    train(model, data, cfg, job.seed + FINETUNE_SEED + step, device, n_train=job.train.n_train, data_seed=job.seed)
+
+
+def check_sparsity(job: JobSpec, pruner: object, dense: nn.Module, model: nn.Module, requested: float | None = None) -> float:
+    """The achieved sparsity, measured by harness code; raises when it misses the request beyond rounding."""
+    requested = job.sparsity if requested is None else requested
     # Measured by harness code, never by a method a submitted file could override.
     trusted = trusted_class(type(pruner))
     achieved = trusted.achieved_sparsity(pruner, dense, model)
     tol = trusted.tolerance(pruner, dense)
-    if abs(achieved - job.sparsity) > tol + 1e-9:
+    if abs(achieved - requested) > tol + 1e-9:
         raise PruningError(
             f"pruner {job.pruner.name!r} reached sparsity {achieved:.4f} on {job.architecture}, "
-            f"requested {job.sparsity:.4f} (tolerance {tol:.4f}); it must neither prune less nor more."
+            f"requested {requested:.4f} (tolerance {tol:.4f}); it must neither prune less nor more "
+            "(structured pruners keep at least one filter or block per layer: lower the sparsity)."
         )
-    meta = {"prune_seconds": prune_seconds, "finetune_seconds": ft_seconds, "achieved_sparsity": achieved}
-    cache.save("pruned", job.pruned_key, model, meta)
-    return model.eval(), meta | {"cached": False}
+    return achieved
+
+
+MATCH_TOLERANCE = 0.02  # relative: the MACs ratio reached must be within 2% of the target
+MATCH_ITERATIONS = 14
+MATCH_MAX_SPARSITY = 0.95
+
+
+def matched_sparsity(job: JobSpec, dense: nn.Module, ctx: PruneContext, data: ImageData, device: torch.device) -> float:
+    """The pruner's own sparsity whose pruned model keeps (1 - job.sparsity) of the dense MACs, within 2%.
+
+    Bisection over the sparsity, pruning copies of the dense model with the job's pruner (the schedule's cuts, no
+    fine-tuning between them) and measuring their MACs; MACs fall monotonically as more is pruned.
+    """
+    target = 1.0 - job.sparsity
+    example = to_float(data.x_test[:1]).to(device)
+    base = count_macs(dense, example)
+    probe = PruneContext(ctx.example_inputs, ctx.calibration, ctx.seed, ctx.device, fine_tune=None)
+
+    def ratio(s: float) -> float:
+        pruner = pruners.get(job.pruner.name).obj(**dict(job.pruner.params))
+        try:
+            model = pruner.finalize(pruner.prune(copy.deepcopy(dense).eval(), s, probe))
+        except PruningError:
+            return 0.0  # cannot prune that far: treat as past the target
+        return count_macs(model, example) / base
+
+    lo, hi = 0.0, MATCH_MAX_SPARSITY
+    best = (math.inf, 0.0, 1.0)
+    for _ in range(MATCH_ITERATIONS):
+        mid = (lo + hi) / 2
+        r = ratio(mid)
+        best = min(best, (abs(r / target - 1), mid, r))
+        if best[0] <= MATCH_TOLERANCE:
+            return best[1]
+        lo, hi = (mid, hi) if r > target else (lo, mid)
+    raise PruningError(
+        f"pruner {job.pruner.name!r} cannot keep {target:.2f}x MACs of {job.architecture} within {MATCH_TOLERANCE:.0%}: "
+        f"closest {best[2]:.3f}x at sparsity {best[1]:.3f} (its unit is too coarse); choose another target."
+    )
 
 
 def cost_metrics(dense: nn.Module, model: nn.Module, data: ImageData, device: torch.device, latency: bool) -> list[Metric]:
@@ -147,6 +217,7 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
     model, pmeta = pruned_model(job, data, dense, cache, device, fresh)
     metrics = [
         Metric("sparsity_requested", job.sparsity),
+        Metric("sparsity_pruned", pmeta.get("sparsity", job.sparsity)),  # the pruner's own sparsity (differs under match)
         Metric("sparsity_achieved", pmeta["achieved_sparsity"]),
         Metric("train_seconds", dmeta.get("train_seconds", 0.0)),
         Metric("prune_seconds", pmeta["prune_seconds"]),
@@ -172,5 +243,7 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         "pruned_cached": pmeta.get("cached", False),
         "dense_key": job.dense_key,
         "pruned_key": job.pruned_key,
+        "protocol": PROTOCOL_VERSION,
+        "finetune_epochs": pmeta.get("finetune_epochs", []),
     }
     return metrics, prov

@@ -1,20 +1,36 @@
-"""The study report: paired pruned-vs-dense changes per attack and eps with confidence intervals, as Markdown."""
+"""The study report: each pruned row against the fine-tuned dense control and the untouched dense model, paired, as Markdown."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from harness.site.build import families, threat_models
-from harness.store.queries import WORST, Board, BoardRow, Column, Estimate, leaderboards
+from harness.store.queries import (
+    MIN_SEEDS,
+    SIGNIFICANCE,
+    WORST,
+    WORST_LOWER,
+    Board,
+    BoardRow,
+    Column,
+    Estimate,
+    PairedTest,
+    leaderboards,
+)
 from harness.store.session import Store
 
+OUTDATED = "†"
 
-def _pct(e: Estimate | None, signed: bool = False) -> str:
+
+def _pct(e: Estimate | None) -> str:
     if e is None:
         return "–"
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    text = fmt.format(100 * e.mean)
-    return text + (f" ± {100 * e.half_width:.1f}" if e.half_width is not None else "")
+    text = f"{100 * e.mean:.1f}"
+    if e.half_width is None:
+        return text
+    if e.n < MIN_SEEDS:  # an interval from two seeds says little: show the seeds themselves
+        return text + " [" + ", ".join(f"{100 * v:.1f}" for v in e.values) + "]"
+    return text + f" [{100 * e.low:.1f}, {100 * e.high:.1f}]"  # type: ignore[operator]
 
 
 def _eps(x: float) -> str:
@@ -24,56 +40,49 @@ def _eps(x: float) -> str:
     return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 and len(short) > 5 else short
 
 
+def _col(c: Column | str) -> str:
+    if c == "clean":
+        return "clean"
+    name, eps = c  # type: ignore[misc]
+    return f"{name} {_eps(eps)}"
+
+
+def paired(t: PairedTest | None) -> str:
+    """A paired delta in points with its p-value; bold when significant, per-seed deltas when seeds are few."""
+    if t is None:
+        return "–"
+    text = f"{100 * t.delta:+.1f}"
+    if t.n_seeds < MIN_SEEDS:
+        text += " [" + ", ".join(f"{100 * d:+.1f}" for d in t.per_seed) + "]"
+    if t.p_value is not None:
+        text += f" (p={t.p_value:.2g})"
+    return f"**{text}**" if t.significant else text
+
+
 def verdict(rows: Iterable[BoardRow], col: Column) -> str:
-    """Whether pruned rows gained robust accuracy at `col` over their paired dense models, beyond the CI."""
-    up = down = same = 0
-    higher = lower = single = 0
+    """How many pruned rows gain or lose robust accuracy at `col` against their fine-tuned control, significantly."""
+    up = down = same = few = 0
     for r in rows:
-        d = r.delta_robust.get(col)
-        if r.is_dense or d is None:
+        t = r.vs_control.get(col)
+        if r.is_dense or r.is_control or t is None:
             continue
-        if d.half_width is None:  # one seed: a direction, but no interval to test it against
-            single += 1
-            higher += d.mean > 0
-            lower += d.mean < 0
-            continue
-        if d.mean - d.half_width > 0:
-            up += 1
-        elif d.mean + d.half_width < 0:
-            down += 1
+        if t.n_seeds < MIN_SEEDS or t.p_value is None:
+            few += 1
+        elif t.significant:
+            up += t.delta > 0
+            down += t.delta < 0
         else:
             same += 1
-    total = up + down + same
-    if not total and not single:
-        return "no pruned rows"
+    if not up + down + same + few:
+        return "no pruned row has a fine-tuned control"
     parts = []
-    if total:
+    if up + down + same:
         word = "supports" if up > down and up >= same else "contradicts" if down > up and down >= same else "does not support"
-        parts.append(f"{word} the claim: {up} of {total} pruned rows gain robustness beyond the 95% CI, {down} lose, {same} unchanged within it")
-    if single:
-        parts.append(f"{single} single-seed rows (no interval): {higher} higher, {lower} lower")
+        parts.append(f"{word} the claim: {up} of {up + down + same} pruned rows gain robustness over the fine-tuned control "
+                     f"(paired p < {SIGNIFICANCE:g}), {down} lose, {same} show no significant change")
+    if few:
+        parts.append(f"{few} rows with fewer than {MIN_SEEDS} seeds or no per-example outcomes: no significance claimed")
     return "; ".join(parts)
-
-
-def board_markdown(b: Board) -> list[str]:
-    """One board: a table per column group and a verdict per attack family and eps."""
-    lines = [f"## {b.dataset}, {b.threat_model}", ""]
-    cols = [c for c in b.columns if "/" not in c[0]]  # AutoAttack components stay on the site
-    head = ["architecture", "pruner", "sparsity", "seeds", "params", "MACs", "clean", "Δ clean"] + [f"{a} {_eps(e)}" for a, e in cols]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in b.rows:
-        cells = [r.architecture, r.pruner_label, f"{r.sparsity:g}", str(len(r.jobs)),
-                 _ratio(r, "params_ratio"), _ratio(r, "macs_ratio"), _pct(r.clean), _pct(r.delta_clean, True)]
-        for c in cols:
-            val = _pct(r.robust.get(c))
-            delta = "" if r.is_dense else f" ({_pct(r.delta_robust.get(c), True)})"
-            cells.append(val + delta)
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Verdicts (pruned vs the dense model of the same seed, paired):", ""]
-    for a, e in cols:
-        lines.append(f"- **{'worst case over attacks' if a == WORST else a}, eps {_eps(e)}**: {verdict(b.rows, (a, e))}.")
-    lines.append("")
-    return lines
 
 
 def _ratio(r: BoardRow, name: str) -> str:
@@ -81,14 +90,55 @@ def _ratio(r: BoardRow, name: str) -> str:
     return "–" if e is None else f"{e.mean:.2f}"
 
 
+def _label(r: BoardRow) -> str:
+    return r.pruner_label + (f" {OUTDATED}" if r.outdated else "")
+
+
+def board_markdown(b: Board) -> list[str]:
+    """One board: every row's accuracies, then each pruned row against its control and its dense model, and verdicts."""
+    lines = [f"## {b.dataset}, {b.threat_model}", ""]
+    cols = [c for c in b.columns if "/" not in c[0]]  # AutoAttack components stay on the site
+    head = ["architecture", "pruner", "sparsity", "unit", "seeds", "params×", "MACs×", "clean"] + [_col(c) for c in cols]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in b.rows:
+        cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", str(len(r.jobs)),
+                 _ratio(r, "params_ratio"), _ratio(r, "macs_ratio"), _pct(r.clean)] + [_pct(r.robust.get(c)) for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    headline: list[Column | str] = ["clean"] + [c for c in b.columns if c[0] == WORST] + [c for c in b.columns if c[0] == WORST_LOWER]
+    pruned = [r for r in b.rows if r.is_control] + [r for r in b.rows if not r.is_dense and not r.is_control]
+    if pruned:
+        lines += ["", "Each pruned row against the fine-tuned dense control (Δ control, the headline) and the untouched dense "
+                  "model (Δ dense) of the same seed, in points, with the paired p-value; the control's own Δ dense is the "
+                  "effect of the extra fine-tuning alone:", ""]
+        head = ["architecture", "pruner", "sparsity", "unit", "params×", "MACs×"] + [f"Δ control {_col(c)}" for c in headline] + [f"Δ dense {_col(c)}" for c in headline]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in pruned:
+            cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", _ratio(r, "params_ratio"), _ratio(r, "macs_ratio")]
+            cells += [paired(r.vs_control.get(c)) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Verdicts (pruned vs the fine-tuned dense control of the same seed, paired over images and seeds):", ""]
+    for c in [c for c in b.columns if c[0] == WORST]:
+        lines.append(f"- **worst case over attacks (reference strength), eps {_eps(c[1])}**: {verdict(b.rows, c)}.")
+    lines.append("")
+    return lines
+
+
 def report(store: Store, title: str = "Study results") -> str:
     """Markdown for every board in the store."""
     with store.session() as s:
         boards = leaderboards(s, families(), threat_models())
-    lines = [f"# {title}", "",
-             "Accuracies in % over the evaluation subset (clean on the whole test set); mean ± half-width of the 95% "
-             "Student-t interval over seeds. In brackets: the paired change against the unpruned model trained with "
-             "the same seed. Generated by `harness report` from the results database; do not edit by hand.", ""]
+    lines = [
+        f"# {title}", "",
+        "Accuracies in % over the evaluation subset (clean on the whole test set): mean over seeds with the 95% "
+        f"Student-t interval clipped to [0, 100], or the per-seed values in brackets when there are fewer than {MIN_SEEDS} "
+        "seeds. \"worst case\" columns are reference strength (the grid's reference attack ran at that eps); "
+        f"\"{WORST_LOWER}\" columns are not. Sparsity counts the row's unit; compare rows by params× and MACs×. "
+        "Δ: paired change in points against the fine-tuned dense control (same seed, same fine-tuning budget: the "
+        "effect of pruning alone) and against the untouched dense model; p: two-sided exact McNemar test pooled over "
+        f"seeds on the shared evaluation images; bold only when p < {SIGNIFICANCE:g} with at least {MIN_SEEDS} seeds. "
+        f"{OUTDATED}: some jobs ran under an older protocol version. Generated by `harness report` from the results "
+        "database; do not edit by hand.", "",
+    ]
     for b in boards:
         lines += board_markdown(b)
     return "\n".join(lines)

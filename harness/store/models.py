@@ -137,3 +137,17 @@ class Submission(Base):
     git_commit: Mapped[Optional[str]] = mapped_column(String(64))
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Outcome(Base):
+    """Per-example correctness behind one accuracy Result (packed bits), so comparisons can be paired by example."""
+
+    __tablename__ = "outcomes"
+    __table_args__ = (UniqueConstraint("job_id", "metric", "attack", "eps", name="uq_outcome"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(64))
+    attack: Mapped[str] = mapped_column(String(64), default="")
+    eps: Mapped[float] = mapped_column(Float, default=-1.0)
+    n: Mapped[int] = mapped_column(Integer)
+    bits: Mapped[bytes] = mapped_column(LargeBinary)

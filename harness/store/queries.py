@@ -1,4 +1,12 @@
-"""Read-side queries: everything the CLI and the site show comes through these functions."""
+"""Read-side queries: everything the CLI and the site show comes through these functions.
+
+Statistics (docs/grids.md, "Statistics"): every job of a grid is evaluated on the same test images, so a pruned
+model and its reference of the same seed form per-image pairs. `paired_test` pools the discordant pairs of every
+seed (a stratified McNemar test: under "no difference" each discordant pair is equally likely to go either way,
+so their split is Binomial(n, 1/2) exactly) and reports the two-sided exact p-value. It conditions on the trained
+models, so it says nothing about seed-to-seed variation: a difference is marked significant only with at least
+MIN_SEEDS seeds, and the per-seed values are always shown. Intervals of accuracies are clipped to [0, 1].
+"""
 
 from __future__ import annotations
 
@@ -6,16 +14,19 @@ import functools
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from harness.api.config import PROTOCOL_VERSION
 from harness.api.keys import key_of
-from harness.store.models import Job, JobStatus, Result, Submission
+from harness.api.metrics import unpack_outcomes
+from harness.store.models import Job, JobStatus, Outcome, Result, Submission
 
 # (metric, attack, eps) with '' and None for "no attack" and "no eps", as stored rows are read back.
 MetricKey = tuple[str, str, float | None]
@@ -23,8 +34,18 @@ MetricKey = tuple[str, str, float | None]
 # is the column whose attack is WORST.
 Column = tuple[str, float]
 WORST = "worst case"
+WORST_METRIC = "worst_case_acc"
+WORST_LOWER_METRIC = "worst_case_acc_lower_strength"
+# The worst case at an eps where no reference attack ran: only as strong as the weaker attacks behind it.
+WORST_LOWER = "worst case (lower strength)"
 DENSE_FAMILY = "none"
+# The fine-tuned dense control: the reference row of every board, and the headline delta's baseline.
+CONTROL_FAMILY = "control"
 CONFIDENCE = 0.95
+SIGNIFICANCE = 0.05
+MIN_SEEDS = 3
+# What a sparsity counts, by pruner family: requested sparsities of different units are not comparable.
+UNITS = {"filter": "filters", "layer": "blocks", "unstructured": "weights", "none": "", "control": ""}
 # Cost ratios shown on the leaderboard, in display order: metric name -> column label.
 RATIOS = {"params_ratio": "params", "macs_ratio": "MACs", "latency_ms_b1_ratio": "latency"}
 
@@ -91,6 +112,18 @@ class JobRecord:
     attempts: int
     run_id: int | None
     metrics: dict[MetricKey, float] = field(default_factory=dict)
+    # Per-example correctness behind accuracy metrics (same key as `metrics`), for paired tests.
+    outcomes: dict[MetricKey, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def protocol(self) -> int:
+        """Protocol version the job ran under (rows stored before versioning are version 1)."""
+        return int(self.params.get("protocol", 1))
+
+    @property
+    def finetune_setup(self) -> str:
+        """Key of the fine-tuning settings, to pair a pruned job with the control fine-tuned the same way."""
+        return key_of(self.params.get("pruned", {}).get("finetune"))
 
     def get(self, metric: str, attack: str = "", eps: float | None = None) -> float | None:
         """One metric's value, or None when the job did not record it."""
@@ -135,6 +168,13 @@ def job_records(s: Session, keys: Iterable[str] | None = None) -> list[JobRecord
         rec = by_id.get(job_id)
         if rec is not None:
             rec.metrics[(metric, attack, None if eps < 0 else eps)] = value
+    oq = select(Outcome.job_id, Outcome.metric, Outcome.attack, Outcome.eps, Outcome.n, Outcome.bits)
+    if keys is not None:
+        oq = oq.where(Outcome.job_id.in_(list(by_id)))
+    for job_id, metric, attack, eps, n, bits in s.execute(oq):
+        rec = by_id.get(job_id)
+        if rec is not None:
+            rec.outcomes[(metric, attack, None if eps < 0 else eps)] = unpack_outcomes(bits, n)
     return list(by_id.values())
 
 
@@ -145,20 +185,82 @@ class Estimate:
     mean: float
     half_width: float | None
     n: int
+    values: tuple[float, ...] = field(default=(), compare=False)  # the per-seed values, in seed order
+    bounds: tuple[float, float] = field(default=(-math.inf, math.inf), compare=False)  # where the quantity can lie
 
     @classmethod
-    def of(cls, values: Iterable[float]) -> Estimate | None:
+    def of(cls, values: Iterable[float], bounds: tuple[float, float] = (-math.inf, math.inf)) -> Estimate | None:
         """The estimate of some per-seed values, or None when there are none."""
         xs = [v for v in values if v is not None and not math.isnan(v)]
         if not xs:
             return None
         if len(xs) == 1:
-            return cls(xs[0], None, 1)
+            return cls(xs[0], None, 1, tuple(xs), bounds)
         n = len(xs)
         mean = math.fsum(xs) / n
         # Plain floats: statistics.stdev works in exact fractions, far too slow for thousands of cells.
         sd = math.sqrt(max(math.fsum((x - mean) ** 2 for x in xs) / (n - 1), 0.0))
-        return cls(mean, t_quantile(n - 1) * sd / math.sqrt(n), n)
+        return cls(mean, t_quantile(n - 1) * sd / math.sqrt(n), n, tuple(xs), bounds)
+
+    @property
+    def low(self) -> float | None:
+        """Lower end of the interval, clipped to the quantity's range (an accuracy is never below 0)."""
+        return None if self.half_width is None else max(self.mean - self.half_width, self.bounds[0])
+
+    @property
+    def high(self) -> float | None:
+        """Upper end of the interval, clipped to the quantity's range (an accuracy is never above 1)."""
+        return None if self.half_width is None else min(self.mean + self.half_width, self.bounds[1])
+
+
+ACC = (0.0, 1.0)
+DELTA = (-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired comparison of accuracies over shared evaluation images x seeds (stratified exact McNemar)."""
+
+    delta: float  # mean over seeds of the accuracy difference (row minus reference)
+    p_value: float | None  # two-sided exact p-value; None without per-example outcomes
+    n_seeds: int
+    per_seed: tuple[float, ...]  # the difference of each seed, in seed order
+    gained: int  # images x seeds correct in the row only
+    lost: int  # images x seeds correct in the reference only
+
+    @property
+    def significant(self) -> bool:
+        """p < SIGNIFICANCE with at least MIN_SEEDS seeds (fewer seeds cannot speak for training variation)."""
+        return self.p_value is not None and self.n_seeds >= MIN_SEEDS and self.p_value < SIGNIFICANCE
+
+
+def binomial_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p-value of k successes in n fair coin flips (twice the smaller tail, at most 1)."""
+    if n == 0:
+        return 1.0
+    lo = min(k, n - k)
+    tail = math.fsum(math.comb(n, i) for i in range(lo + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+def paired_test(pairs: list[tuple[float, float, np.ndarray | None, np.ndarray | None]]) -> PairedTest | None:
+    """Per seed (row accuracy, reference accuracy, row outcomes, reference outcomes) -> the pooled paired test.
+
+    The p-value needs every seed's per-example outcomes on the same images; without them only the deltas are given.
+    """
+    if not pairs:
+        return None
+    deltas = tuple(a - b for a, b, _, _ in pairs)
+    gained = lost = 0
+    exact = True
+    for _, _, mine, ref in pairs:
+        if mine is None or ref is None or len(mine) != len(ref):
+            exact = False
+            continue
+        gained += int((mine & ~ref).sum())
+        lost += int((~mine & ref).sum())
+    p = binomial_two_sided(gained, gained + lost) if exact else None
+    return PairedTest(math.fsum(deltas) / len(deltas), p, len(pairs), deltas, gained, lost)
 
 
 def t_central(t: float, df: int) -> float:
@@ -214,6 +316,13 @@ class BoardRow:
     sparsity_achieved: Estimate | None = None
     flags: dict[str, int] = field(default_factory=dict)
     rank: int = 0
+    # What `sparsity` counts (filters, blocks, weights; '' for dense rows): compare rows by the ratios, not by it.
+    unit: str = ""
+    # Paired tests per column ("clean" for clean accuracy on the evaluation images): against the fine-tuned dense
+    # control of the same seed (the headline: it isolates pruning) and against the untouched dense model.
+    vs_control: dict[Column | str, PairedTest] = field(default_factory=dict)
+    vs_dense: dict[Column | str, PairedTest] = field(default_factory=dict)
+    protocol: int = PROTOCOL_VERSION  # the oldest protocol version among the row's jobs
 
     @property
     def seeds(self) -> list[int]:
@@ -224,6 +333,16 @@ class BoardRow:
     def is_dense(self) -> bool:
         """Whether this row is an unpruned baseline."""
         return self.family == DENSE_FAMILY
+
+    @property
+    def is_control(self) -> bool:
+        """Whether this row is the fine-tuned dense control (the reference row)."""
+        return self.family == CONTROL_FAMILY
+
+    @property
+    def outdated(self) -> bool:
+        """Whether some of the row's jobs ran under an older protocol (shown only with a mark)."""
+        return self.protocol < PROTOCOL_VERSION
 
 
 @dataclass
@@ -237,13 +356,23 @@ class Board:
 
     @property
     def worst_columns(self) -> list[Column]:
-        """The worst-case columns, one per eps."""
+        """The reference-strength worst-case columns, one per eps (the ranking reads these only)."""
         return [c for c in self.columns if c[0] == WORST]
+
+    @property
+    def lower_strength_columns(self) -> list[Column]:
+        """Worst cases at eps where no reference attack ran, named as such."""
+        return [c for c in self.columns if c[0] == WORST_LOWER]
 
     @property
     def attack_columns(self) -> list[Column]:
         """Per-attack columns."""
-        return [c for c in self.columns if c[0] != WORST]
+        return [c for c in self.columns if c[0] not in (WORST, WORST_LOWER)]
+
+    @property
+    def control(self) -> list[BoardRow]:
+        """The reference rows: the fine-tuned dense controls."""
+        return [r for r in self.rows if r.is_control]
 
     @property
     def eps_list(self) -> list[float]:
@@ -271,16 +400,63 @@ def threat_of(attack: str, threat_models: dict[str, str], job_threats: set[str])
 
 def _job_columns(job: JobRecord, threat_models: dict[str, str]) -> dict[str, dict[Column, float]]:
     """A job's robust accuracies grouped by threat model."""
-    worst = {a for (m, a, _e) in job.metrics if m == "worst_case_acc"}
+    worst = {a for (m, a, _e) in job.metrics if m in (WORST_METRIC, WORST_LOWER_METRIC)}
     out: dict[str, dict[Column, float]] = defaultdict(dict)
     for (m, a, e), v in job.metrics.items():
         if e is None:
             continue
-        if m == "worst_case_acc":
+        if m == WORST_METRIC:
             out[a][(WORST, e)] = v
+        elif m == WORST_LOWER_METRIC:
+            out[a][(WORST_LOWER, e)] = v
         elif m == "robust_acc":
             out[threat_of(a, threat_models, worst)][(a, e)] = v
     return out
+
+
+def outcomes_of(job: JobRecord, col: Column | str, tm: str) -> np.ndarray | None:
+    """The per-example outcomes behind a board column of a job ("clean" = clean accuracy on the evaluation images)."""
+    if col == "clean":
+        return job.outcomes.get(("clean_acc_eval", "", None))
+    name, eps = col  # type: ignore[misc]
+    if name == WORST:
+        return job.outcomes.get((WORST_METRIC, tm, eps))
+    if name == WORST_LOWER:
+        return job.outcomes.get((WORST_LOWER_METRIC, tm, eps))
+    return job.outcomes.get(("robust_acc", name, eps))
+
+
+def control_index(jobs: list[JobRecord], families: dict[str, str]) -> dict[tuple[str, str], list[JobRecord]]:
+    """Fine-tuned dense controls by (dense key, fine-tuning settings)."""
+    index: dict[tuple[str, str], list[JobRecord]] = defaultdict(list)
+    for j in jobs:
+        if _family(j, families) == CONTROL_FAMILY:
+            index[(j.dense_key, j.finetune_setup)].append(j)
+    return index
+
+
+def control_of(job: JobRecord, index: dict[tuple[str, str], list[JobRecord]]) -> JobRecord | None:
+    """The control `job` is compared against: same trained model, same fine-tuning, preferably evaluated identically."""
+    candidates = index.get((job.dense_key, job.finetune_setup), [])
+    same_eval = [c for c in candidates if c.eval_setup == job.eval_setup]
+    return (same_eval or candidates or [None])[0]
+
+
+def compare(members: list[tuple[JobRecord, dict[Column, float]]], reference: Callable[[JobRecord], JobRecord | None], threat_models: dict[str, str], tm: str) -> dict[Column | str, PairedTest]:
+    """Paired tests of a row's jobs against their per-seed references, for clean accuracy and every shared column."""
+    pairs: dict[Column | str, list[tuple[float, float, np.ndarray | None, np.ndarray | None]]] = defaultdict(list)
+    for job, cols in members:
+        ref = reference(job)
+        if ref is None or ref.key == job.key:
+            continue
+        rcols = _job_columns(ref, threat_models).get(tm, {})
+        clean, rclean = job.get("clean_acc_eval"), ref.get("clean_acc_eval")
+        if clean is not None and rclean is not None:
+            pairs["clean"].append((clean, rclean, outcomes_of(job, "clean", tm), outcomes_of(ref, "clean", tm)))
+        for col, v in cols.items():
+            if col in rcols:
+                pairs[col].append((v, rcols[col], outcomes_of(job, col, tm), outcomes_of(ref, col, tm)))
+    return {c: t for c, ps in pairs.items() if (t := paired_test(ps)) is not None}
 
 
 def baseline_index(jobs: list[JobRecord], families: dict[str, str]) -> dict[str, list[JobRecord]]:
@@ -311,6 +487,7 @@ def leaderboards(s: Session, families: dict[str, str] | None = None, threat_mode
     threat_models = threat_models or {}
     jobs = job_records(s) if jobs is None else jobs
     baselines = baseline_index(jobs, families)
+    controls = control_index(jobs, families)
     # (dataset, threat model) -> row key -> [(job, its columns in that threat model)]
     groups: dict[tuple[str, str], dict[tuple[str, str, float, str], list[tuple[JobRecord, dict[Column, float]]]]] = defaultdict(lambda: defaultdict(list))
     for job in jobs:
@@ -320,7 +497,12 @@ def leaderboards(s: Session, families: dict[str, str] | None = None, threat_mode
     boards = []
     for (dataset, tm), rows_by_key in sorted(groups.items()):
         rows = [_board_row(key, members, families, threat_models, baselines, tm) for key, members in rows_by_key.items()]
-        columns = sorted({c for r in rows for c in r.robust}, key=lambda c: (c[0] != WORST, c[0], c[1]))
+        for row, members in zip(rows, rows_by_key.values()):
+            if not row.is_dense:
+                row.vs_dense = compare(members, lambda j: baseline_of(j, baselines), threat_models, tm)
+            if not row.is_dense and not row.is_control:
+                row.vs_control = compare(members, lambda j: control_of(j, controls), threat_models, tm)
+        columns = sorted({c for r in rows for c in r.robust}, key=lambda c: (c[0] not in (WORST, WORST_LOWER), c[0] != WORST, c[0], c[1]))
         rank_rows(rows, len({c[1] for c in columns if c[0] == WORST}))
         boards.append(Board(dataset, tm, columns, rows))
     return boards
@@ -338,12 +520,14 @@ def _board_row(
     members.sort(key=lambda m: (m[0].seed, m[0].key))
     jobs = [j for j, _ in members]
     row = BoardRow(arch, jobs[0].pruner, label, _family(jobs[0], families), sparsity, setup, jobs)
-    row.clean = Estimate.of(j.get("clean_acc") for j in jobs)  # type: ignore[misc]
+    row.unit = UNITS.get(row.family, "")
+    row.protocol = min(j.protocol for j in jobs)
+    row.clean = Estimate.of((j.get("clean_acc") for j in jobs), ACC)  # type: ignore[misc]
     all_cols = {c for _, cols in members for c in cols}
-    row.robust = {c: e for c in all_cols if (e := Estimate.of(cols.get(c) for _, cols in members)) is not None}  # type: ignore[misc]
+    row.robust = {c: e for c in all_cols if (e := Estimate.of((cols.get(c) for _, cols in members), ACC)) is not None}  # type: ignore[misc]
     worst = [c for c in all_cols if c[0] == WORST]
     row.coverage = len(worst)
-    row.score = Estimate.of(_mean([cols[c] for c in worst if c in cols]) for _, cols in members)
+    row.score = Estimate.of((_mean([cols[c] for c in worst if c in cols]) for _, cols in members), ACC)
     # Paired differences: each seed against its own dense model, then mean and interval of the differences.
     d_clean, d_score, d_cols, n_base = [], [], defaultdict(list), 0
     for job, cols in members:
@@ -362,9 +546,9 @@ def _board_row(
         if common:
             d_score.append(_mean([cols[c] for c in common]) - _mean([bcols[c] for c in common]))
     row.n_baselines = n_base
-    row.delta_clean = Estimate.of(d_clean)
-    row.delta_score = Estimate.of(d_score)
-    row.delta_robust = {c: e for c, vs in d_cols.items() if (e := Estimate.of(vs)) is not None}
+    row.delta_clean = Estimate.of(d_clean, DELTA)
+    row.delta_score = Estimate.of(d_score, DELTA)
+    row.delta_robust = {c: e for c, vs in d_cols.items() if (e := Estimate.of(vs, DELTA)) is not None}
     row.ratios = {m: e for m in RATIOS if (e := Estimate.of(j.get(m) for j in jobs)) is not None}  # type: ignore[misc]
     row.sparsity_achieved = Estimate.of(j.get("sparsity_achieved") for j in jobs)  # type: ignore[misc]
     flags: dict[str, int] = defaultdict(int)

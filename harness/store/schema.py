@@ -30,6 +30,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "runs.driver, runs.ended: which process drives a run and how it ended; submissions table",
               sql=("ALTER TABLE runs ADD COLUMN driver VARCHAR(256)", "ALTER TABLE runs ADD COLUMN ended VARCHAR(64)"),
               tables=("submissions",)),
+    Migration(3, "outcomes: per-example correctness behind each accuracy, for paired tests", tables=("outcomes",)),
 ]
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -24,6 +24,7 @@ from harness.store.models import (
     Job,
     JobStatus,
     Meta,
+    Outcome,
     Result,
     Run,
     Submission,
@@ -173,6 +174,8 @@ class Store:
                 return False
             s.execute(delete(Result).where(Result.job_id == job.id))
             s.add_all(Result(job_id=job.id, metric=m.metric, attack=m.attack, eps=m.eps, value=float(m.value)) for m in metrics)
+            s.execute(delete(Outcome).where(Outcome.job_id == job.id))
+            s.add_all(Outcome(job_id=job.id, metric=m.metric, attack=m.attack, eps=m.eps, n=m.n_examples, bits=m.outcomes) for m in metrics if m.outcomes is not None)
             job.status, job.finished_at, job.duration_s, job.provenance = JobStatus.done, utcnow(), duration_s, provenance
             job.heartbeat_at = job.finished_at
             return True

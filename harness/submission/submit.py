@@ -269,15 +269,15 @@ def to_toml(raw: dict[str, Any]) -> str:
 
 
 def submission_grid(grid: str, name: str, folder: Path) -> Path:
-    """The grid `grid` (built-in name or file) with its pruners replaced by the dense baseline and `name`."""
+    """The grid `grid` (built-in name or file) with its pruners replaced by the dense baseline, the control and `name`."""
     from harness.engine.grid import resolve
 
     src = resolve(grid)
     raw = tomllib.loads(src.read_text())
-    raw["pruners"] = ["none", name]
+    raw["pruners"] = ["none", "dense_finetuned", name]
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}-{src.stem}.toml"
-    out.write_text(f"# `harness submit` grid: {src.name} with pruners = none + {name}\n" + to_toml(raw))
+    out.write_text(f"# `harness submit` grid: {src.name} with pruners = none + dense_finetuned + {name}\n" + to_toml(raw))
     return out
 
 

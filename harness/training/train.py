@@ -104,6 +104,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def training_subset(data: ImageData, n_train: int | None, seed: int) -> tuple[Tensor, Tensor]:
+    """The training images of a (dataset, seed): every stage (dense, fine-tuning, calibration) draws from these."""
+    return subset(data.x_train, data.y_train, n_train, seed=seed)
+
+
 def train(
     model: nn.Module,
     data: ImageData,
@@ -111,10 +116,14 @@ def train(
     seed: int,
     device: torch.device,
     n_train: int | None = None,
+    data_seed: int | None = None,
 ) -> TrainResult:
-    """Train `model` in place for cfg.epochs under cfg's regime; returns the last epoch's mean loss and throughput."""
+    """Train `model` in place for cfg.epochs under cfg's regime; returns the last epoch's mean loss and throughput.
+
+    `seed` drives shuffling, augmentation and adversarial starts; `data_seed` (default `seed`) picks the subset.
+    """
     t0 = time.perf_counter()
-    x, y = subset(data.x_train, data.y_train, n_train, seed=seed)
+    x, y = training_subset(data, n_train, seed if data_seed is None else data_seed)
     if cfg.epochs <= 0:
         return TrainResult(float("nan"), 0, 0.0)
     regime = getattr(cfg, "regime", "standard")  # fine-tuning configs carry no regime: clean images
