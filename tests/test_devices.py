@@ -71,7 +71,7 @@ def test_device_memory_exhaustion_is_transient(exc: Exception, transient: bool, 
         raise exc
 
     monkeypatch.setattr(pipeline, "dense_model", raising)
-    job = parse_grid({"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "fgsm", "eps": 0.1}]}).jobs[0]
+    job = parse_grid({"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "autoattack", "eps": 0.1}]}).jobs[0]
     out: Outcome = TaskRunner(WorkerConfig("cpu", 1, tmp_path, None)).run(Task("dense:x", "dense", job))
     assert not out.ok and out.transient is transient
 

@@ -19,7 +19,7 @@ from harness.api.data import ImageData
 from harness.engine import pipeline
 from harness.engine.artifacts import ArtifactCache
 from harness.engine.budget import finetune_epochs
-from harness.training.train import training_subset
+from harness.training.train import TrainResult, training_subset
 
 CPU = torch.device("cpu")
 
@@ -35,7 +35,7 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int | None]
 
     def fake_train(model, data, cfg, seed, device, n_train=None, data_seed=None):  # type: ignore[no-untyped-def]
         calls.append((cfg.epochs, seed, data_seed))
-        return 0.0
+        return TrainResult(0.0, 0, 0.0)
 
     monkeypatch.setattr(pipeline, "train", fake_train)
     return calls

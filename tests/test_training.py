@@ -67,7 +67,7 @@ def test_regime_validation_and_fractions() -> None:
 
 
 def test_grid_regime_errors_name_the_grid_and_change_the_dense_key() -> None:
-    base = {"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "fgsm", "eps": 0.1}]}
+    base = {"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "autoattack", "eps": 0.1}]}
     with pytest.raises(GridError, match=r"grid <memory>: \[train\]: unknown regime"):
         parse_grid(base | {"train": {"regime": "at"}})
     std = parse_grid(base).jobs[0]
@@ -219,7 +219,7 @@ def test_channels_last_decided_per_architecture() -> None:
 def test_precision_setting_resolved_per_device_and_keyed() -> None:
     from dataclasses import asdict
 
-    from harness.api.config import for_device
+    from harness.api.config import PROTOCOL_VERSION, for_device
     from harness.api.keys import key_of
 
     with pytest.raises(GridError, match=r"\[finetune\]: unknown precision 'fp16'; accepted: auto, bf16, fp32"):
@@ -230,9 +230,9 @@ def test_precision_setting_resolved_per_device_and_keyed() -> None:
     assert cpu.dense_key != cuda.dense_key and cpu.pruned_key != cuda.pruned_key and cpu.key != cuda.key
     # fp32 was the only arithmetic before the setting existed: its keys are the keys results were stored under.
     old = {k: v for k, v in asdict(cpu.train).items() if k != "precision"}
-    assert cpu.dense_key == key_of({"dataset": "digits", "architecture": "small_cnn", "seed": 0, "train": old})
+    assert cpu.dense_key == key_of({"protocol": PROTOCOL_VERSION, "dataset": "digits", "architecture": "small_cnn", "seed": 0, "train": old})
     explicit = parse_grid(_BASE | {"pruners": ["l1_filter"], "train": {"precision": "bf16"}}).jobs[0]
     assert for_device(explicit, "cpu").train.precision == "bf16"  # a concrete choice is kept on any device
 
 
-_BASE = {"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "fgsm", "eps": 0.1}]}
+_BASE = {"datasets": ["digits"], "architectures": ["small_cnn"], "pruners": ["none"], "attacks": [{"name": "autoattack", "eps": 0.1}]}
