@@ -15,8 +15,10 @@ from harness.api.nets import Normalized, inner
 from harness.api.plugins import architectures, pruners
 from harness.api.pruner import PruneContext
 from harness.evaluation.runs import accuracy
-from harness.pruning.criteria import vip_scores
-from harness.pruning.layers import removable_blocks
+from harness.pruning.criteria import layer_features, mean_abs, vip_scores
+from harness.pruning.filters import ScoredFilterPruner
+from harness.pruning.layers import block_outputs, removable_blocks
+from harness.pruning.ranking import lowest, lowest_first, mask_lowest
 from harness.pruning.unstructured import prunable_weights
 from harness.training.train import train
 
@@ -177,3 +179,74 @@ def test_block_criteria_remove_blocks_and_the_network_still_classifies(name: str
     train(model, digits, TrainConfig(epochs=1, batch_size=64, lr=0.02), seed=1, device=torch.device("cpu"), n_train=640)
     acc = accuracy(model, to_float(digits.x_test), digits.y_test, torch.device("cpu")).float().mean()
     assert acc > 0.3
+
+
+# ---- one ranking for every pruner: lowest score first, ties to the lower position ----
+
+
+def test_ranking_breaks_ties_by_position_and_puts_nan_last() -> None:
+    scores = torch.tensor([1.0, 0.0, float("nan"), 0.0, -0.0, 2.0, 0.0])
+    assert lowest_first(scores).tolist() == [1, 3, 4, 6, 0, 5, 2]
+    assert lowest(scores, 2) == [1, 3]
+    assert lowest(scores, 0) == [] and lowest(scores, -3) == []
+    mask = mask_lowest(scores.view(7, 1), 3)
+    assert mask.shape == (7, 1) and mask.flatten().tolist() == [1, 0, 1, 0, 0, 1, 1]
+
+
+def test_ranking_matches_the_sort_every_pruner_used_before() -> None:
+    """The old per-pruner rule, sorted by (score, index), on scores full of ties: same order exactly."""
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 7, 300):
+        scores = torch.randint(0, 4, (n,), generator=g).float() / 3
+        reference = sorted(range(n), key=lambda i: (float(scores[i]), i))
+        assert lowest_first(scores).tolist() == reference
+
+
+class ConstantScore(ScoredFilterPruner):
+    """Every filter scores the same: only the tie-break decides."""
+
+    def score(self, weight: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(weight.shape[0])
+
+
+@pytest.mark.parametrize("global_ranking", [False, True])
+def test_filter_ties_remove_the_first_channels(global_ranking: bool, digits: ImageData) -> None:
+    """Equal scores: the lowest channel indices go; globally, all from the first group in torch-pruning's order
+    (it lists the second conv's group first), so the choice never depends on anything but positions."""
+    model = two_conv_net()
+    first, second = (inner(model)[i].weight.detach().clone() for i in (0, 3))
+    ConstantScore(global_ranking=global_ranking).prune(model, 2 / 9, context(digits))
+    kept_first = surviving(first, inner(model)[0].weight.detach())
+    kept_second = surviving(second[:, kept_first], inner(model)[3].weight.detach())
+    assert (kept_first, kept_second) == (([0, 1, 2, 3, 4], [2, 3]) if global_ranking else ([1, 2, 3, 4], [1, 2, 3]))
+
+
+# ---- one forward-hook collector for filter and block criteria ----
+
+
+class AddConv(nn.Module):
+    """x + conv(x): a removable residual block."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x)
+
+
+def test_layer_and_block_features_are_relu_features_of_each_output_over_all_batches() -> None:
+    """300 images (three forward batches): each block's features equal feature(relu(output)) computed directly."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), AddConv(3), AddConv(3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10)).eval()
+    x = torch.randn(300, 1, 8, 8)
+    blocks = removable_blocks(net)
+    assert [b.index for b in blocks] == [1, 2]
+    with torch.no_grad():
+        expected = [mean_abs(torch.relu(net[: b.index + 1](x))) for b in blocks]
+    got = block_outputs(net, blocks, x, mean_abs)
+    assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, expected))
+    conv = layer_features(net, [net[0]], x, lambda a: a.amax((2, 3)), batch_size=128)[net[0]]
+    with torch.no_grad():
+        assert torch.allclose(conv, torch.relu(net[0](x)).amax((2, 3)), atol=1e-6)
+    assert not any(m._forward_hooks for m in net.modules())

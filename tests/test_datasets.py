@@ -102,18 +102,50 @@ def test_svhn_mat_labels_map_ten_to_zero(tmp_path: Path, offline: None) -> None:
     assert torch.equal(data.x_train[1], torch.from_numpy(mat[:, :, :, 1]).permute(2, 0, 1))
 
 
-def test_mnist_idx_and_budgets(tmp_path: Path, offline: None) -> None:
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
+def write_mnist_raw(raw: Path) -> None:
+    """The four gzipped IDX files (6 train, 4 test random 28x28 images) in `raw`."""
+    raw.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", 6), ("t10k", 4)):
         write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", _rng().integers(0, 256, (n, 28, 28)))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+
+
+def test_mnist_idx_and_budgets(tmp_path: Path, offline: None) -> None:
+    write_mnist_raw(tmp_path / "MNIST" / "raw")
     data = datasets.get("mnist").obj(tmp_path, None)
     assert data.x_train.shape == (6, 1, 28, 28) and data.y_test.tolist() == [0, 1, 2, 3]
     assert data.eps_linf == 0.3 and data.eps_l2 == 2.0 and data.num_classes == 10
 
 
-@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "mnist"])
+def test_fashion_mnist_idx_classes_budgets_and_cache(tmp_path: Path, offline: None) -> None:
+    write_mnist_raw(tmp_path / "FashionMNIST" / "raw")
+    data = datasets.get("fashion_mnist").obj(tmp_path, tmp_path / "cache")
+    assert data.x_train.shape == (6, 1, 28, 28) and data.y_train.dtype == torch.long
+    assert data.classes[0] == "T-shirt/top" and data.classes[-1] == "Ankle boot"
+    assert (data.eps_linf, data.eps_l2, data.mean, data.augment) == (0.1, 1.5, (0.2860,), False)
+    assert data.source == str(tmp_path / "FashionMNIST" / "raw")
+    assert len(list((tmp_path / "cache" / "datasets").glob("fashion_mnist-*.pt"))) == 1
+
+
+def test_online_download_goes_through_torchvision_into_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the host reachable, torchvision's class fetches each split into --data-dir, then the files load."""
+    import torchvision.datasets
+
+    calls: list[tuple[str, dict]] = []
+
+    class FakeMNIST:
+        def __init__(self, root: str, download: bool = False, **split: object) -> None:
+            calls.append((root, {"download": download, **split}))
+            write_mnist_raw(Path(root) / "MNIST" / "raw")
+
+    monkeypatch.setattr(image_files, "online", lambda *a, **k: True)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    data = datasets.get("mnist").obj(tmp_path / "new", None)
+    assert calls == [(str(tmp_path / "new"), {"download": True, "train": True}), (str(tmp_path / "new"), {"download": True, "train": False})]
+    assert data.x_test.shape == (4, 1, 28, 28) and data.source == str(tmp_path / "new" / "MNIST" / "raw")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "mnist"] + ([] if Path("/usr/share/datasets/fashion-mnist").is_dir() else ["fashion_mnist"]))
 def test_missing_data_offline_names_the_fix(name: str, tmp_path: Path, offline: None) -> None:
     with pytest.raises(DatasetError, match=rf"{name}: not found .*no internet.*--data-dir"):
         datasets.get(name).obj(tmp_path / "nowhere", None)
@@ -126,12 +158,15 @@ def test_imagefolder_224_center_crops_and_normalises(tmp_path: Path) -> None:
     assert data.eps_linf == pytest.approx(4 / 255)
     assert np.allclose(data.mean, data.x_train.float().div(255).mean((0, 2, 3)).tolist(), atol=1e-4)
     small = datasets.get("imagefolder32").obj(tmp_path, None)
-    assert small.x_test.shape == (6, 3, 32, 32)
+    assert small.x_test.shape == (6, 3, 32, 32) and small.eps_linf == pytest.approx(8 / 255) and small.eps_l2 == 0.5
+    assert small.augment and small.flip and small.source == str(tmp_path)
 
 
-def test_imagefolder_needs_a_folder() -> None:
+def test_imagefolder_needs_a_folder(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no --data-dir given"):
         datasets.get("imagefolder").obj(None, None)
+    with pytest.raises(DatasetError, match=r"imagefolder32: --data-dir .* has no train/ and test/ class folders; pass --data-dir"):
+        datasets.get("imagefolder32").obj(tmp_path, None)
 
 
 def test_resize_center_crop_keeps_aspect() -> None:

@@ -88,6 +88,24 @@ def test_plugins_use_contracts_and_algorithms_only(path: Path) -> None:
         assert dst is None or dst in PLUGIN_ALLOWED, f"{module_name(path)} imports {target}"
 
 
+def imported_modules(path: Path) -> set[str]:
+    """Every module a file imports by absolute name; a relative import shows as '.'."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            out.add("." if node.level else node.module or "")
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return out
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "registry").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+def test_plugins_do_not_import_each_other(path: Path) -> None:
+    """What two plugins share lives in harness/ (e.g. harness/datasets/sources.py), so each plugin stands alone."""
+    others = {m for m in imported_modules(path) if m == "." or m.split(".")[0] == "registry"}
+    assert not others, f"{module_name(path)} imports {sorted(others)}: move what plugins share into harness/"
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of the directed graph, as a path that ends where it starts, or None."""
     state: dict[str, int] = {}

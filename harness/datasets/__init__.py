@@ -1,1 +1,1 @@
-"""Dataset readers: image files on disk (IDX, CIFAR pickles, ImageFolder trees) decoded once and cached."""
+"""Datasets on disk: readers (IDX, CIFAR pickles, SVHN .mat, ImageFolder trees), decoded once and cached, and the loading the file-backed plugins share."""

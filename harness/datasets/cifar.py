@@ -12,6 +12,7 @@ from harness.datasets.files import (
     load_cifar_pickles,
     load_image_folder,
 )
+from harness.datasets.sources import image_data, search_folders, torchvision_download
 
 URL_HOST = "www.cs.toronto.edu"
 
@@ -32,22 +33,9 @@ def load_cifar(
         (f"{pickles}/{marker}", lambda d: (d / pickles / marker).is_file(), lambda d: load_cifar_pickles(d / pickles)),
         ("{train,test}/<class>/*.jpg", is_image_folder, lambda d: load_image_folder(d, size=32)),
     ]
-    root = data_dir or Path("data")
-    stem = name.replace("cifar", "cifar-")
-    candidates = [root, root / name, root / stem, root / f"{name}-jpeg"]
-
-    def download(folder: Path) -> None:
-        import torchvision.datasets
-
-        cls = getattr(torchvision.datasets, tv_class)
-        cls(str(folder), train=True, download=True)
-        cls(str(folder), train=False, download=True)
-
-    (x_tr, y_tr, x_te, y_te, classes), source = find_or_download(
-        name, data_dir, candidates, formats, cache_dir, URL_HOST, download,
+    folders = search_folders(data_dir, [name, name.replace("cifar", "cifar-"), f"{name}-jpeg"])
+    found = find_or_download(
+        name, data_dir, folders, formats, cache_dir, URL_HOST, torchvision_download(tv_class),
         "pass --data-dir DIR holding either.", classes=n_classes,
     )
-    return ImageData(
-        name=name, x_train=x_tr, y_train=y_tr.long(), x_test=x_te, y_test=y_te.long(), classes=list(classes),
-        mean=mean, std=std, eps_linf=8 / 255, eps_l2=0.5, augment=True, source=str(source),
-    )
+    return image_data(name, found, mean=mean, std=std, eps_linf=8 / 255, eps_l2=0.5, augment=True)

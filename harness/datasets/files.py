@@ -1,4 +1,4 @@
-"""Readers for image datasets on disk: IDX (MNIST family), CIFAR pickles, ImageFolder trees; decoded once, cached."""
+"""Readers for image datasets on disk (IDX, CIFAR pickles, SVHN .mat, ImageFolder trees), the decoded-dataset cache, finding or downloading the files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Filter importance criteria that torch-pruning lacks, each scoring the channels of a torch-pruning group."""
+"""Filter importance criteria that torch-pruning lacks, and what data-driven criteria share: calibration images, forward-hook features."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from harness.api.pruner import (
     filter_counts,
     is_depthwise,
 )
+from harness.pruning.ranking import lowest, lowest_first
 
 # ---- torch-pruning groups: one "channel" of a group is removed from every coupled layer at once ----
 
@@ -133,14 +134,6 @@ def _checked(scores: Tensor | None, group: Any, who: str) -> Tensor:
     return scores.detach().float().flatten().cpu()
 
 
-def _lowest(scores: Tensor, k: int) -> list[int]:
-    """Indices of the k lowest scores; ties broken by index so the choice is deterministic."""
-    if k <= 0:
-        return []
-    order = sorted(range(len(scores)), key=lambda i: (float(scores[i]), i))
-    return order[:k]
-
-
 def _local_plan(groups: list[Any], scores: list[Tensor], initial: dict[nn.Module, int], target: float) -> list[tuple[Any, list[int]]]:
     """Per group: remove channels until round(target x its initial width) are gone, keeping at least one."""
     plan = []
@@ -148,16 +141,19 @@ def _local_plan(groups: list[Any], scores: list[Tensor], initial: dict[nn.Module
         n0 = initial[g[0].dep.target.module]
         removed = n0 - group_size(g)
         k = min(math.floor(target * n0 + 0.5) - removed, group_size(g) - 1)
-        plan.append((g, _lowest(s, k)))
+        plan.append((g, lowest(s, k)))
     return plan
 
 
 def _global_plan(groups: list[Any], scores: list[Tensor], filters_to_remove: int) -> list[tuple[Any, list[int]]]:
     """Across groups: remove the lowest-scored channels until enough filters are gone, each group keeping one."""
-    ranked = sorted(((float(s[i]), gi, i) for gi, s in enumerate(scores) for i in range(len(s))))
+    if not scores:
+        return []
+    owner = [(gi, i) for gi, s in enumerate(scores) for i in range(len(s))]
     chosen: list[list[int]] = [[] for _ in groups]
     removed = 0
-    for _, gi, i in ranked:
+    for pos in lowest_first(torch.cat(scores)).tolist():  # ties: lower group, then lower channel first
+        gi, i = owner[pos]
         if removed >= filters_to_remove:
             break
         if len(chosen[gi]) >= group_size(groups[gi]) - 1:

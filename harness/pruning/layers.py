@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import operator
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,7 +17,14 @@ from torch import Tensor, nn
 from harness.api.errors import PruningError
 from harness.api.nets import inner
 from harness.api.pruner import PruneContext, Pruner, check_sparsity_range
-from harness.pruning.criteria import calibration_images, global_max, vip_scores
+from harness.pruning.criteria import (
+    calibration_images,
+    global_max,
+    layer_features,
+    mean_abs,
+    vip_scores,
+)
+from harness.pruning.ranking import lowest_first
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 
@@ -157,7 +165,7 @@ class LayerPruner(Pruner):
 
     def _select(self, blocks: list[Block], scores: Tensor, k: int, stage_sizes: dict[str, int]) -> list[Block]:
         """The k blocks to remove: lowest scores overall (global) or per stage in proportion (local)."""
-        order = sorted(range(len(blocks)), key=lambda i: (float(scores[i]), i))
+        order = lowest_first(scores).tolist()
         if self.global_ranking:
             return [blocks[i] for i in order[:k]]
         removed_so_far = {s: n - sum(1 for b in blocks if b.stage == s) for s, n in stage_sizes.items()}
@@ -198,29 +206,16 @@ def block_weight_l1(blocks: list[Block]) -> Tensor:
     return torch.stack(out)
 
 
-@torch.no_grad()
-def block_outputs(model: nn.Module, blocks: list[Block], x: Tensor, feature: Any, batch_size: int = 128) -> list[Tensor]:
+def block_outputs(model: nn.Module, blocks: list[Block], x: Tensor, feature: Callable[[Tensor], Tensor]) -> list[Tensor]:
     """Per block, `feature(relu(block output))` for every image: (images, channels)."""
-    outs: dict[int, list[Tensor]] = {id(b.module): [] for b in blocks}
-
-    def hook(m: nn.Module, _inp: Any, o: Tensor) -> None:
-        outs[id(m)].append(feature(F.relu(o.detach())).float().cpu())
-
-    handles = [b.module.register_forward_hook(hook) for b in blocks]
-    try:
-        model.eval()
-        for i in range(0, len(x), batch_size):
-            model(x[i : i + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-    return [torch.cat(outs[id(b.module)]) for b in blocks]
+    feats = layer_features(model, [b.module for b in blocks], x, feature)
+    return [feats[b.module] for b in blocks]
 
 
 def block_expected_abs(model: nn.Module, blocks: list[Block], ctx: PruneContext, images: int | None = None) -> Tensor:
     """Mean |relu(block output)| over calibration images (DropNet's criterion at block level)."""
     x, _ = calibration_images(ctx, "layer_expected_abs", images)
-    return torch.stack([f.mean() for f in block_outputs(model, blocks, x, lambda a: a.abs().mean((2, 3)))])
+    return torch.stack([f.mean() for f in block_outputs(model, blocks, x, mean_abs)])
 
 
 @torch.no_grad()

@@ -11,21 +11,12 @@ from torch.nn.utils import prune as torch_prune
 
 from harness.api.nets import inner
 from harness.api.pruner import PruneContext, Pruner, check_sparsity_range
+from harness.pruning.ranking import mask_lowest
 
 
 def prunable_weights(net: nn.Module) -> list[nn.Module]:
     """Layers whose weights count toward unstructured sparsity: every Conv2d and Linear (biases and BN stay)."""
     return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
-def _lowest_mask(scores: Tensor, k: int) -> Tensor:
-    """A 0/1 mask keeping all but the k lowest scores (ties broken by position, so exactly k are zeroed)."""
-    flat = scores.flatten()
-    mask = torch.ones_like(flat)
-    if k > 0:
-        order = torch.argsort(flat, stable=True)
-        mask[order[:k]] = 0
-    return mask.view_as(scores)
 
 
 def _set_mask(module: nn.Module, mask: Tensor) -> None:
@@ -54,10 +45,10 @@ class UnstructuredPruner(Pruner):
                 scores = [m.weight.detach().abs() for m in layers]
                 if self.global_ranking:
                     flat = torch.cat([s.flatten() for s in scores])
-                    masks = _lowest_mask(flat, math.floor(target * flat.numel() + 0.5)).split([s.numel() for s in scores])
+                    masks = mask_lowest(flat, math.floor(target * flat.numel() + 0.5)).split([s.numel() for s in scores])
                     masks = [mk.view_as(s) for mk, s in zip(masks, scores)]
                 else:
-                    masks = [_lowest_mask(s, math.floor(target * s.numel() + 0.5)) for s in scores]
+                    masks = [mask_lowest(s, math.floor(target * s.numel() + 0.5)) for s in scores]
                 for m, mk in zip(layers, masks):
                     _set_mask(m, mk)
             if ctx.fine_tune is not None and step < self.steps - 1:

@@ -21,6 +21,7 @@ from markupsafe import Markup
 from harness.api.files import atomic_write_bytes, atomic_write_text
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, attacks, pruners
+from harness.api.toml_out import toml_value
 from harness.site import plots
 from harness.store.models import Base
 from harness.store.queries import (
@@ -265,23 +266,9 @@ def robustness_curves(board: Board, arch: str, colors: dict[str, str]) -> str | 
 # ---------------------------------------------------------------- job details
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise TypeError(f"no TOML form for {v!r}")
-
-
 def _table(name: str, values: dict[str, Any] | None) -> list[str]:
     # TOML has no null: an unset option is left out and takes its default.
-    return [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in (values or {}).items() if v is not None] + [""]
+    return [f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in (values or {}).items() if v is not None] + [""]
 
 
 def reproduce_grid(job: JobRecord) -> str:
@@ -289,13 +276,13 @@ def reproduce_grid(job: JobRecord) -> str:
     pruned = job.params.get("pruned", {})
     dense = pruned.get("dense", {})
     pparams = pruned.get("pruner_params") or {}
-    pruner = _toml_value({"name": job.pruner, **pparams}) if pparams else _toml_value(job.pruner)
+    pruner = toml_value({"name": job.pruner, **pparams}) if pparams else toml_value(job.pruner)
     lines = [
-        f"name = {_toml_value('job-' + job.key)}",
-        f"datasets = [{_toml_value(job.dataset)}]",
-        f"architectures = [{_toml_value(job.architecture)}]",
+        f"name = {toml_value('job-' + job.key)}",
+        f"datasets = [{toml_value(job.dataset)}]",
+        f"architectures = [{toml_value(job.architecture)}]",
         f"pruners = [{pruner}]",
-        f"sparsities = [{_toml_value(job.sparsity)}]",
+        f"sparsities = [{toml_value(job.sparsity)}]",
         f"seeds = [{job.seed}]",
         "",
         *_table("train", dense.get("train")),
@@ -303,8 +290,8 @@ def reproduce_grid(job: JobRecord) -> str:
         *_table("eval", job.params.get("eval")),
     ]
     for a in job.params.get("attacks", []):
-        lines += ["[[attacks]]", f"name = {_toml_value(a['name'])}", f"eps = {_toml_value(a['eps'])}"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in a.get("params", {}).items() if v is not None] + [""]
+        lines += ["[[attacks]]", f"name = {toml_value(a['name'])}", f"eps = {toml_value(a['eps'])}"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in a.get("params", {}).items() if v is not None] + [""]
     return "\n".join(lines)
 
 

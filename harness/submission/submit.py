@@ -9,7 +9,6 @@ bytes in the `submissions` table of the --db it was made against, and drives the
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -23,6 +22,7 @@ import tomllib
 
 import harness
 from harness.api.errors import HarnessError, SubmissionError
+from harness.api.toml_out import toml_value
 
 KILL_GRACE_S = 5.0
 
@@ -241,30 +241,16 @@ def record(source: bytes, sha: str, report: dict[str, Any], opts: SubmitOptions,
 # ---------------------------------------------------------------- the grid run
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
-    raise HarnessError(f"cannot write {type(v).__name__} value {v!r} to a grid file")
-
-
 def to_toml(raw: dict[str, Any]) -> str:
     """A parsed grid table back as TOML (keys, then tables, then arrays of tables)."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict) and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
+    lines = [f"{k} = {toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict) and not (isinstance(v, list) and v and all(isinstance(x, dict) for x in v))]
     for k, v in raw.items():
         if isinstance(v, dict):
-            lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+            lines += ["", f"[{k}]"] + [f"{kk} = {toml_value(vv)}" for kk, vv in v.items()]
     for k, v in raw.items():
         if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             for item in v:
-                lines += ["", f"[[{k}]]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items()]
+                lines += ["", f"[[{k}]]"] + [f"{kk} = {toml_value(vv)}" for kk, vv in item.items()]
     return "\n".join(lines) + "\n"
 
 

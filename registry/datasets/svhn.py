@@ -10,6 +10,7 @@ from harness.datasets.files import (
     load_image_folder,
     load_svhn_mat,
 )
+from harness.datasets.sources import image_data, search_folders, torchvision_download
 
 MEAN, STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 URL_HOST = "ufldl.stanford.edu"
@@ -19,37 +20,13 @@ FORMATS: list[Format] = [
 ]
 
 
-def _candidates(root: Path) -> list[Path]:
-    return [root, root / "svhn", root / "SVHN"]
-
-
 @register_dataset("svhn", paper="Netzer et al., NIPS Workshop on Deep Learning 2011")
 def svhn(data_dir: Path | None = None, cache_dir: Path | None = None) -> ImageData:
     """SVHN cropped digits: 73,257 train + 26,032 test 32x32 colour images in 10 classes (extra split unused)."""
-    root = data_dir or Path("data")
-
-    def download(folder: Path) -> None:
-        from torchvision.datasets import SVHN
-
-        SVHN(str(folder), split="train", download=True)
-        SVHN(str(folder), split="test", download=True)
-
-    (x_tr, y_tr, x_te, y_te, classes), source = find_or_download(
-        "svhn", data_dir, _candidates(root), FORMATS, cache_dir, URL_HOST, download,
+    found = find_or_download(
+        "svhn", data_dir, search_folders(data_dir, ["svhn", "SVHN"]), FORMATS, cache_dir, URL_HOST,
+        torchvision_download("SVHN", ({"split": "train"}, {"split": "test"})),
         "pass --data-dir DIR holding torchvision's SVHN .mat files.", classes=10,
     )
-    return ImageData(
-        name="svhn",
-        x_train=x_tr,
-        y_train=y_tr.long(),
-        x_test=x_te,
-        y_test=y_te.long(),
-        classes=list(classes),
-        mean=MEAN,
-        std=STD,
-        eps_linf=8 / 255,
-        eps_l2=0.5,
-        augment=True,
-        flip=False,  # mirrored digits are other glyphs (2, 5, 7): crop jitter only
-        source=str(source),
-    )
+    # flip=False: mirrored digits are other glyphs (2, 5, 7), so crop jitter only.
+    return image_data("svhn", found, mean=MEAN, std=STD, eps_linf=8 / 255, eps_l2=0.5, augment=True, flip=False)
