@@ -28,7 +28,12 @@ from harness.api.attack import (
     view_per_example,
 )
 from harness.api.errors import AttackError
-from harness.attacks.common import policy_for, reference_draw, seeded_restarts
+from harness.attacks.common import (
+    policy_for,
+    reference_draw,
+    rows_to_keep,
+    seeded_restarts,
+)
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
@@ -124,7 +129,7 @@ def apgd_single_run(
             done = ~acc
             out_fooled[idx[done]] = True
             out_adv[idx[done]] = x_best_adv[done]
-            keep = acc.nonzero().squeeze(1)
+            keep = rows_to_keep(acc)
             if len(keep) == 0:
                 idx = keep
                 break

@@ -71,6 +71,15 @@ def forced_policy(mode: str) -> Iterator[None]:
         _forced.pop()
 
 
+def rows_to_keep(active: Tensor) -> Tensor:
+    """Compact policy: the rows to keep, the active ones in order; a lone active row keeps one finished row beside
+    it, because some CPU kernels take another path for a batch of one (gemv), which rounds differently."""
+    keep = active.nonzero().squeeze(1)
+    if len(keep) == 1 and len(active) > 1:
+        keep = torch.cat([keep, (~active).nonzero()[0]]).sort().values
+    return keep
+
+
 def attack_until_fooled(x: Tensor, correct: Tensor, runs: int, run: Callable[[int, Tensor], tuple[Tensor, Tensor]]) -> Tensor:
     """Adversarial images from `runs` successive runs (restarts, target classes), each on the examples still robust.
 

@@ -22,7 +22,12 @@ from pyautoattack.fab_projections import projection_l2, projection_linf
 from torch import Tensor, nn
 
 from harness.api.attack import norms
-from harness.attacks.common import policy_for, reference_draw, seeded_restarts
+from harness.attacks.common import (
+    policy_for,
+    reference_draw,
+    rows_to_keep,
+    seeded_restarts,
+)
 
 PROJECTIONS = {"Linf": projection_linf, "L2": projection_l2}
 
@@ -128,7 +133,7 @@ def fab_single_run(
             x1 = ((x1 + eta * d1) * (1 - alpha) + (im2 + d2 * eta) * alpha).clamp(0.0, 1.0)
             if stop_eps is not None and policy.drop_now(it):
                 # Rows already within stop_eps of an adversarial point are done: write them out, drop them.
-                keep = (res2 > stop_eps).nonzero().squeeze(1)
+                keep = rows_to_keep(res2 > stop_eps)
                 if len(keep) < n:
                     out_adv[idx], out_res[idx] = adv, res2
                     if len(keep) == 0:

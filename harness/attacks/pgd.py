@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from harness.api.attack import Attack, project, view_per_example
 from harness.api.errors import AttackError
-from harness.attacks.common import input_grad, l2_normalize, policy_for
+from harness.attacks.common import input_grad, l2_normalize, policy_for, rows_to_keep
 
 
 def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator) -> Tensor:
@@ -43,7 +43,7 @@ def pgd_run(
     for i in range(steps):
         if early_stop and policy.drop_now(i):
             out[idx[done]] = x_adv[done]
-            keep = (~done).nonzero().squeeze(1)
+            keep = rows_to_keep(~done)
             idx, x, y, x_adv, done = idx[keep], x[keep], y[keep], x_adv[keep], done[keep]
             if linf:
                 lo, hi = lo[keep], hi[keep]

@@ -19,7 +19,7 @@ from pyautoattack.square import SquareAttack
 from torch import Tensor, nn
 
 from harness.api.attack import REFERENCE_NORMS, Attack, check_threat_model
-from harness.attacks.common import margin, policy_for, seeded_restarts
+from harness.attacks.common import margin, policy_for, rows_to_keep, seeded_restarts
 
 
 def p_selection(p_init: float, it: int) -> float:
@@ -67,7 +67,7 @@ def square_linf_single_run(model: nn.Module, x: Tensor, y: Tensor, eps: float, n
     ran = torch.zeros((), dtype=torch.long, device=x.device)  # queries the reference would have run
     for i_iter in range(n_queries):
         if policy.drop_now(i_iter):
-            keep = (margin_min > 0.0).nonzero().squeeze(1)
+            keep = rows_to_keep(margin_min > 0.0)
             if len(keep) == 0:
                 break
             if len(keep) < len(idx):
