@@ -187,7 +187,7 @@ def main() -> None:
         rows.append((attack, impl, ips, acc, eff))
         print(f"  {attack:10s} {impl:32s} {ips:10.1f} img/s  robust acc {acc:.4f}  efficiency {eff:.2f}", flush=True)
 
-    counter = Counting(model)
+    counter = Counting(model).eval()  # torchattacks restores the mode it found: train mode would leak into the model
     with torch.no_grad():
         print(f"clean accuracy on the {len(y)} images: {float((model(x).argmax(1) == y).float().mean()):.4f}", flush=True)
     peers = not args.skip_peers
