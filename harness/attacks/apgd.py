@@ -237,9 +237,12 @@ def apgd_targeted(
 ) -> Tensor:
     """APGD-T: targeted DLR towards the 2nd, 3rd, ... highest-scoring clean classes in turn, on the still-robust examples."""
 
-    def run(r: int, todo: Tensor, gen: torch.Generator, logits: Tensor) -> tuple[Tensor, Tensor]:
-        # Runs 0 .. n_restarts-1 target the 2nd most likely clean class, the next ones the 3rd, and so on.
-        xs, y_target = x[todo], logits[todo].sort(dim=1)[1][:, -(2 + r // n_restarts)]
+    def run(r: int, todo: Tensor, gen: torch.Generator, _: Tensor) -> tuple[Tensor, Tensor]:
+        # Runs 0 .. n_restarts-1 target the 2nd most likely clean class, the next ones the 3rd, and so on, ranked
+        # on a clean pass over this run's batch, as the reference does (logits can depend on the batch's make-up).
+        xs = x[todo]
+        with torch.no_grad():
+            y_target = model(xs).sort(dim=1)[1][:, -(2 + r // n_restarts)]
         return apgd_single_run(model, xs, y[todo], eps, norm, "dlr-targeted", n_iter, _start(xs, eps, norm, gen), y_target, rho, eot_iter, early_stop)
 
     return seeded_restarts(model, x, y, seed, n_target_classes * n_restarts, run)
