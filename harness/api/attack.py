@@ -60,10 +60,16 @@ def view_per_example(v: Tensor, like: Tensor) -> Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
-def norms(d: Tensor, threat_model: str) -> Tensor:
-    """Per-example size of perturbations `d` in the threat model's norm."""
+def norms(d: Tensor, threat_model: str, squares: bool = False) -> Tensor:
+    """Per-example size of perturbations `d` in the threat model's norm ('linf'/'l2', either case).
+
+    `squares` computes L2 as sqrt(sum of squares), pyautoattack's arithmetic: the harness's APGD and FAB need it to
+    stay bit-for-bit equal to the reference (torch's `norm` rounds differently).
+    """
     flat = d.flatten(1)
-    return flat.abs().amax(1) if threat_model == "linf" else flat.norm(dim=1)
+    if threat_model.lower() == "linf":
+        return flat.abs().amax(1)
+    return (flat**2).sum(-1).sqrt() if squares else flat.norm(dim=1)
 
 
 def project(x_adv: Tensor, x: Tensor, eps: float, threat_model: str) -> Tensor:

@@ -64,12 +64,16 @@ def to_float(x: Tensor) -> Tensor:
 
 def subset(x: Tensor, y: Tensor, n: int | None, seed: int) -> tuple[Tensor, Tensor]:
     """A class-balanced-in-expectation random subset of `n` examples (all when n is None or too big)."""
-    if n is None or n >= len(y):
-        return x, y
-    # Drawn on the CPU whatever the data's device: the same seed picks the same examples on every device.
+    idx = subset_indices(len(y), n, seed)
+    return (x, y) if idx is None else (x[idx.to(x.device)], y[idx.to(y.device)])
+
+
+def subset_indices(total: int, n: int | None, seed: int) -> Tensor | None:
+    """The sorted indices `subset` takes (None: all of them), drawn on the CPU so every device picks the same examples."""
+    if n is None or n >= total:
+        return None
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(y), generator=g, device=g.device)[:n].sort().values
-    return x[idx.to(x.device)], y[idx.to(y.device)]
+    return torch.randperm(total, generator=g)[:n].sort().values
 
 
 def batches(

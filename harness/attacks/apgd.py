@@ -7,9 +7,11 @@ neither changing which examples end up fooled:
 - Early stop: every per-example quantity of APGD (step size, best loss, oscillation checks) depends on that
   example alone, so an example stops costing compute once it is misclassified. With `early_stop=False` the whole
   batch iterates to the end and the returned images are bit-for-bit the reference's (`tests/test_apgd.py`).
-- Few host syncs: bookkeeping uses masks (`torch.where`); the batch is compacted every step on the CPU and, on
-  an accelerator, only after steps 1, 2, 4, 8, 16, 32, ... (`harness.attacks.compact_now`), where the reference
-  syncs several times per step.
+- Few host syncs: bookkeeping uses masks (`torch.where`) and the step-size checkpoints are one vectorised
+  comparison. Under the CPU's policy the batch is compacted every step; under an accelerator's
+  (`harness.attacks.common.policy_for`) it is never re-indexed, fooled rows keep iterating as the reference's do
+  (same batch, same kernels, same images), and the host reads "all fooled?" only after steps 1, 2, 4, 8, 16 and
+  then every 16 steps, where the reference syncs several times per step.
 """
 
 from __future__ import annotations
@@ -22,23 +24,27 @@ from harness.api.attack import (
     REFERENCE_NORMS,
     Attack,
     check_threat_model,
+    norms,
     view_per_example,
 )
 from harness.api.errors import AttackError
-from harness.attacks.common import attack_until_fooled, compact_now
+from harness.attacks.common import (
+    policy_for,
+    reference_draw,
+    rows_to_keep,
+    seeded_restarts,
+)
 
 LOSSES = ("ce", "dlr", "dlr-targeted")
 
 
 def _normalize(v: Tensor, norm: str) -> Tensor:
     """v divided by its per-example norm (+1e-12), as the reference's `normalize`."""
-    flat = v.view(v.shape[0], -1)
-    t = flat.abs().max(1)[0] if norm == "Linf" else (flat**2).sum(-1).sqrt()
-    return v / (view_per_example(t, v) + 1e-12)
+    return v / (view_per_example(norms(v, norm, squares=True), v) + 1e-12)
 
 
 def _l2(v: Tensor) -> Tensor:
-    return view_per_example((v**2).view(v.shape[0], -1).sum(-1).sqrt(), v)
+    return view_per_example(norms(v, "l2", squares=True), v)
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -94,12 +100,15 @@ def apgd_single_run(
     out_adv = start.clamp(0.0, 1.0)
     out_fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     idx = torch.arange(len(x), device=x.device)  # positions in the output of the examples still in the batch
+    policy = policy_for(x.device)
+    # Compacting keeps an example's first fooling iterate (it leaves the batch); masks keep the reference's last one.
+    first = early_stop and policy.compacts
 
     x_adv = out_adv.clone()
     x_best = x_adv.clone()
     x_best_adv = x_adv.clone()
-    # Rows indexed like the reference's loss_steps (its oscillation check reads row -1 at the first checkpoint).
-    loss_steps = torch.zeros(n_iter, len(x), device=x.device)
+    # Row j + 1 holds step j's losses; row 0 is the reference's row -1 (still zero when its first checkpoint reads it).
+    loss_steps = torch.zeros(n_iter + 1, len(x), device=x.device)
     loss_indiv, logits, grad = _loss_grad(model, x_adv, y, y_target, loss, eot_iter)
     grad_best = grad.clone()
     acc = logits.argmax(1) == y
@@ -113,12 +122,14 @@ def apgd_single_run(
         lo, hi = x - eps, x + eps
 
     for i in range(n_iter):
-        if early_stop and compact_now(i, x.device) and len(idx):
+        if early_stop and policy.check_now(i) and not bool(acc.any()):
+            break
+        if early_stop and policy.drop_now(i) and len(idx):
             # Fooled examples are done: record them and drop them from every per-example tensor (one sync).
             done = ~acc
             out_fooled[idx[done]] = True
             out_adv[idx[done]] = x_best_adv[done]
-            keep = acc.nonzero().squeeze(1)
+            keep = rows_to_keep(acc)
             if len(keep) == 0:
                 idx = keep
                 break
@@ -147,13 +158,13 @@ def apgd_single_run(
         x_adv = x1
         loss_indiv, logits, grad = _loss_grad(model, x_adv, y, y_target, loss, eot_iter)
         pred = logits.argmax(1) == y
-        if early_stop:
+        if first:
             # Keep the first fooling iterate: an example already fooled is not overwritten before it leaves.
             x_best_adv = torch.where(view_per_example(~pred & acc, x), x_adv, x_best_adv)
         else:
             x_best_adv = torch.where(view_per_example(~pred, x), x_adv, x_best_adv)
         acc = acc & pred
-        loss_steps[i] = loss_indiv
+        loss_steps[i + 1] = loss_indiv
         better = loss_indiv > loss_best
         x_best = torch.where(view_per_example(better, x), x_adv, x_best)
         grad_best = torch.where(view_per_example(better, x), grad, grad_best)
@@ -161,9 +172,8 @@ def apgd_single_run(
         counter3 += 1
         if counter3 == k:
             # Halve the step where the loss oscillated or did not improve since the last checkpoint, restart from the best point.
-            rises = torch.zeros_like(loss_best)
-            for c in range(k):
-                rises += (loss_steps[i - c] > loss_steps[i - c - 1]).float()
+            # Steps i-k+1 .. i against their predecessors in one comparison (counts are exact in float, in any order).
+            rises = (loss_steps[i - k + 2 : i + 2] > loss_steps[i - k + 1 : i + 1]).float().sum(0)
             osc = (rises <= k * rho * torch.ones_like(rises)).float()
             no_impr = (1.0 - reduced_last_check) * (loss_best_last_check >= loss_best).float()
             osc = torch.max(osc, no_impr)
@@ -184,10 +194,8 @@ def apgd_single_run(
 
 
 def _start(x: Tensor, eps: float, norm: str, gen: torch.Generator) -> Tensor:
-    """The reference's random start: drawn on the CPU generator (so CPU and GPU runs start alike), then moved."""
-    t = (2 * torch.rand(x.shape, generator=gen) - 1) if norm == "Linf" else torch.randn(x.shape, generator=gen)
-    t = t.to(device=x.device, dtype=x.dtype)
-    return x + eps * torch.ones_like(x) * _normalize(t, norm)
+    """The reference's random start (drawn on the CPU generator, so CPU and accelerator runs start alike)."""
+    return x + eps * torch.ones_like(x) * _normalize(reference_draw(x.shape, norm, gen, x), norm)
 
 
 def apgd(
@@ -205,16 +213,12 @@ def apgd(
     early_stop: bool = True,
 ) -> Tensor:
     """Untargeted APGD (`loss` 'ce' or 'dlr') with restarts on the still-robust examples; clean `x` where it failed."""
-    x, y = x.detach(), y.detach()
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
 
-    def run(_: int, todo: Tensor) -> tuple[Tensor, Tensor]:
+    def run(_: int, todo: Tensor, gen: torch.Generator, __: Tensor) -> tuple[Tensor, Tensor]:
         xs = x[todo]
         return apgd_single_run(model, xs, y[todo], eps, norm, loss, n_iter, _start(xs, eps, norm, gen), None, rho, eot_iter, early_stop)
 
-    return attack_until_fooled(x, correct, n_restarts, run)
+    return seeded_restarts(model, x, y, seed, n_restarts, run)
 
 
 def apgd_targeted(
@@ -232,18 +236,16 @@ def apgd_targeted(
     early_stop: bool = True,
 ) -> Tensor:
     """APGD-T: targeted DLR towards the 2nd, 3rd, ... highest-scoring clean classes in turn, on the still-robust examples."""
-    x, y = x.detach(), y.detach()
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        logits = model(x)
-    order = logits.sort(dim=1)[1]
 
-    def run(r: int, todo: Tensor) -> tuple[Tensor, Tensor]:
-        # Runs 0 .. n_restarts-1 target the 2nd most likely clean class, the next ones the 3rd, and so on.
-        xs, y_target = x[todo], order[todo, -(2 + r // n_restarts)]
+    def run(r: int, todo: Tensor, gen: torch.Generator, _: Tensor) -> tuple[Tensor, Tensor]:
+        # Runs 0 .. n_restarts-1 target the 2nd most likely clean class, the next ones the 3rd, and so on, ranked
+        # on a clean pass over this run's batch, as the reference does (logits can depend on the batch's make-up).
+        xs = x[todo]
+        with torch.no_grad():
+            y_target = model(xs).sort(dim=1)[1][:, -(2 + r // n_restarts)]
         return apgd_single_run(model, xs, y[todo], eps, norm, "dlr-targeted", n_iter, _start(xs, eps, norm, gen), y_target, rho, eot_iter, early_stop)
 
-    return attack_until_fooled(x, logits.argmax(1) == y, n_target_classes * n_restarts, run)
+    return seeded_restarts(model, x, y, seed, n_target_classes * n_restarts, run)
 
 
 class APGD(Attack):

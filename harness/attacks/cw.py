@@ -5,6 +5,7 @@ from torch import Tensor, nn
 
 from harness.api.attack import MinimalAttack
 from harness.api.errors import AttackError
+from harness.attacks.common import margin
 
 
 class CWL2(MinimalAttack):
@@ -34,8 +35,6 @@ class CWL2(MinimalAttack):
         lo, hi = torch.zeros_like(const), torch.full_like(const, float("inf"))
         best_l2 = torch.full_like(const, float("inf"))
         best_adv = x.clone()
-        with torch.no_grad():
-            onehot = torch.nn.functional.one_hot(y, model(x[:1]).shape[1]).bool()
         for _ in range(self.binary_steps):
             w = w0.clone().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=self.lr)
@@ -43,17 +42,16 @@ class CWL2(MinimalAttack):
             for _ in range(self.steps):
                 adv = (torch.tanh(w) + 1) / 2
                 logits = model(adv)
-                real = logits[onehot]
-                other = logits.masked_fill(onehot, float("-inf")).amax(1)
-                margin = (real - other + self.confidence).clamp_min(0)
+                gap = margin(logits, y) + self.confidence
+                loss_margin = gap.clamp_min(0)
                 l2 = (adv - x).flatten(1).pow(2).sum(1)
-                loss = (l2 + const * margin).sum()
+                loss = (l2 + const * loss_margin).sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 with torch.no_grad():
                     # Track the best on the iterate just evaluated (no host sync: masks only).
-                    success = (logits.argmax(1) != y) & (real - other + self.confidence <= 0)
+                    success = (logits.argmax(1) != y) & (gap <= 0)
                     better = success & (l2.sqrt() < best_l2)
                     best_l2 = torch.where(better, l2.sqrt(), best_l2)
                     best_adv = torch.where(better.view(shape), adv.detach(), best_adv)

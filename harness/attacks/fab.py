@@ -4,12 +4,15 @@ The iteration, its projections (imported from pyautoattack, not rewritten), rest
 draws are those of pyautoattack's `FABAttack_PT`. Two changes save compute without changing which examples end up
 within eps of an adversarial point:
 
-- One forward pass per step instead of two: the reference predicts the new iterate without a graph, then runs a
-  forward pass with a graph on (nearly) the same point for the next step's gradients. Here the prediction's
-  forward pass keeps its graph, and only the rows that the reference moved back towards the clean image after
-  an adversarial step are recomputed; when many rows did so in the last step, the step runs as the reference's.
+- Under the CPU's compaction policy (`harness.attacks.common.policy_for`), one forward pass per step instead of
+  two: the reference predicts the new iterate without a graph, then runs a forward pass with a graph on (nearly)
+  the same point for the next step's gradients. Here the prediction's forward pass keeps its graph, and only the
+  rows that the reference moved back towards the clean image after an adversarial step are recomputed; when
+  many rows did so in the last step, the step runs as the reference's. Deciding that reads a count on the host,
+  so under an accelerator's policy every step runs as the reference's, with no host sync.
 - Early stop (with `stop_eps`): an example whose best adversarial point is already within `stop_eps` is counted
-  as fooled by AutoAttack whatever FAB finds later, so it leaves the batch.
+  as fooled by AutoAttack whatever FAB finds later, so it leaves the batch (CPU), or the run ends once every
+  example is there (accelerators: the host reads that flag after steps 1, 2, 4, 8, 16, then every 16).
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ import torch
 from pyautoattack.fab_projections import projection_l2, projection_linf
 from torch import Tensor, nn
 
-from harness.attacks.common import attack_until_fooled, compact_now
+from harness.api.attack import norms
+from harness.attacks.common import (
+    policy_for,
+    reference_draw,
+    rows_to_keep,
+    seeded_restarts,
+)
 
 PROJECTIONS = {"Linf": projection_linf, "L2": projection_l2}
-
-
-def _norm(d: Tensor, norm: str) -> Tensor:
-    flat = d.reshape(d.shape[0], -1)
-    return flat.abs().max(dim=1)[0] if norm == "Linf" else (flat**2).sum(dim=-1).sqrt()
 
 
 class _Graph:
@@ -92,21 +96,19 @@ def fab_single_run(
     x1 = im2.clone()
     if gen is not None:
         # The reference's random restart: half of eps in a random direction (drawn on the CPU generator).
-        if norm == "Linf":
-            t = (2 * torch.rand(x1.shape, generator=gen) - 1).to(x.device)
-            x1 = im2 + torch.min(res2, eps * torch.ones(res2.shape, device=x.device)).reshape(shape) * t / (
-                t.reshape([t.shape[0], -1]).abs().max(dim=1, keepdim=True)[0].reshape(shape)) * 0.5
-        else:
-            t = torch.randn(x1.shape, generator=gen).to(x.device)
-            x1 = im2 + torch.min(res2, eps * torch.ones(res2.shape, device=x.device)).reshape(shape) * t / (
-                (t**2).view(t.shape[0], -1).sum(dim=-1).sqrt().view(shape)) * 0.5
+        t = reference_draw(x1.shape, norm, gen, x1)
+        x1 = im2 + torch.min(res2, eps * torch.ones(res2.shape, device=x.device)).reshape(shape) * t / (
+            norms(t, norm, squares=True).reshape(shape)) * 0.5
         x1 = x1.clamp(0.0, 1.0)
     out_adv, out_res = adv.clone(), res2.clone()
     idx = torch.arange(bs, device=x.device)  # rows of out_* still in the batch
+    policy = policy_for(x.device)
     graph: _Graph | None = _Graph(model, x1)
-    fix, fix_rows, fuse = None, None, True
+    fix, fix_rows, fuse = None, None, policy.compacts
     backward_cost = 2 * (1 if la_t is not None else int(graph.logits.shape[-1]))
     for it in range(n_iter):
+        if stop_eps is not None and policy.check_now(it) and bool((res2 <= stop_eps).all()):
+            break
         if graph is None:
             graph = _Graph(model, x1)
         with torch.no_grad():
@@ -129,9 +131,9 @@ def fab_single_run(
             a1, a2 = a0[:n], a0[-n:]
             alpha = torch.min(torch.max(a1 / (a1 + a2), torch.zeros(a1.shape, device=x.device)), alpha_max * torch.ones(a1.shape, device=x.device))
             x1 = ((x1 + eta * d1) * (1 - alpha) + (im2 + d2 * eta) * alpha).clamp(0.0, 1.0)
-            if stop_eps is not None and compact_now(it, x.device):
+            if stop_eps is not None and policy.drop_now(it):
                 # Rows already within stop_eps of an adversarial point are done: write them out, drop them.
-                keep = (res2 > stop_eps).nonzero().squeeze(1)
+                keep = rows_to_keep(res2 > stop_eps)
                 if len(keep) < n:
                     out_adv[idx], out_res[idx] = adv, res2
                     if len(keep) == 0:
@@ -151,10 +153,14 @@ def fab_single_run(
                 logits = model(x1)
         with torch.no_grad():
             is_adv = logits.argmax(1) != la2
-            t = _norm(x1 - im2, norm)
+            t = norms(x1 - im2, norm, squares=True)
             better = is_adv & (t < res2)
             adv = torch.where(better.view(shape), x1, adv)
             res2 = torch.where(better, t, res2)
+            if not policy.compacts:
+                # The reference steps adversarial rows back towards the clean image (no count read: no host sync).
+                x1 = torch.where(is_adv.view(shape), im2 + (x1 - im2) * beta, x1)
+                continue
             m = int(is_adv.sum())
             # A backward pass costs about two forward passes (per class for untargeted FAB).
             fuse = m * (1 + backward_cost) < len(x1)
@@ -188,18 +194,14 @@ def fab(
     early_stop: bool = True,
 ) -> Tensor:
     """FAB (FAB-T when `targeted`) as AutoAttack runs it: points within eps that fool the model, clean `x` elsewhere."""
-    x, y = x.detach(), y.detach()
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
 
-    def run(r: int, todo: Tensor) -> tuple[Tensor, Tensor]:
+    def run(r: int, todo: Tensor, gen: torch.Generator, _: Tensor) -> tuple[Tensor, Tensor]:
         # Targeted: runs 0 .. n_restarts-1 aim at the 2nd most likely clean class, the next ones the 3rd, ...
         target_class = 2 + r // n_restarts if targeted else None
         xs, ys = x[todo], y[todo]
         adv_s = fab_single_run(model, xs, ys, norm, n_iter, eps, alpha_max, eta, beta, target_class,
                                gen if r % n_restarts > 0 else None, eps if early_stop else None)
         with torch.no_grad():
-            return (model(adv_s).argmax(1) != ys) & (_norm(xs - adv_s, norm) <= eps), adv_s
+            return (model(adv_s).argmax(1) != ys) & (norms(xs - adv_s, norm, squares=True) <= eps), adv_s
 
-    return attack_until_fooled(x, correct, n_restarts * (n_target_classes if targeted else 1), run)
+    return seeded_restarts(model, x, y, seed, n_restarts * (n_target_classes if targeted else 1), run)

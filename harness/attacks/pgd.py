@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from harness.api.attack import Attack, project
+from harness.api.attack import Attack, project, view_per_example
 from harness.api.errors import AttackError
-from harness.attacks.common import compact_now, input_grad, l2_normalize
+from harness.attacks.common import input_grad, l2_normalize, policy_for, rows_to_keep
 
 
 def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator) -> Tensor:
@@ -18,7 +18,7 @@ def random_start(x: Tensor, eps: float, threat_model: str, gen: torch.Generator)
         # Uniform direction, radius uniform in [0, eps] (the usual L2 PGD start, as in torchattacks' PGDL2).
         direction = l2_normalize(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype))
         radius = torch.rand(len(x), generator=gen, device=x.device, dtype=x.dtype) * eps
-        noise = direction * radius.view(-1, *([1] * (x.dim() - 1)))
+        noise = direction * view_per_example(radius, x)
     return (x + noise).clamp_(0.0, 1.0)
 
 
@@ -28,10 +28,12 @@ def pgd_run(
     """`steps` projected ascent steps from `start`; returns the last iterate.
 
     With `early_stop`, an example stops at the first iterate the model misclassifies (that iterate is returned):
-    until then its trajectory is the plain one, so the fooled set can only grow, and fooled examples leave the
-    batch (`harness.attacks.compact_now`: every step on the CPU, at few steps on an accelerator) so they stop costing compute.
+    until then its trajectory is the plain one, so the fooled set can only grow. Under the device's compaction
+    policy (`harness.attacks.common.policy_for`) fooled examples either leave the batch (CPU) or stay in it
+    frozen by a mask, the loop ending once all are fooled (accelerators: no per-step host sync).
     """
     x_adv, out = start, start.clone()
+    policy = policy_for(x.device)
     idx = torch.arange(len(x), device=x.device)
     done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     linf = threat_model == "linf"
@@ -39,14 +41,16 @@ def pgd_run(
         # The Linf ball intersected with the pixel box is a box: projection is one clamp to precomputed bounds.
         lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
     for i in range(steps):
-        if early_stop and compact_now(i, x.device):
+        if early_stop and policy.drop_now(i):
             out[idx[done]] = x_adv[done]
-            keep = (~done).nonzero().squeeze(1)
+            keep = rows_to_keep(~done)
             idx, x, y, x_adv, done = idx[keep], x[keep], y[keep], x_adv[keep], done[keep]
             if linf:
                 lo, hi = lo[keep], hi[keep]
             if len(idx) == 0:
                 return out
+        elif early_stop and policy.check_now(i) and bool(done.all()):
+            break
         grad, logits = input_grad(model, x_adv, y)
         if linf:
             x_new = torch.minimum(torch.maximum(x_adv.detach().add(grad.sign_(), alpha=alpha), lo), hi)
@@ -54,7 +58,7 @@ def pgd_run(
             x_new = project(x_adv.detach().add(l2_normalize(grad), alpha=alpha), x, eps, "l2")
         if early_stop:
             done = done | (logits.argmax(1) != y)
-            x_new = torch.where(done.view(-1, *([1] * (x.dim() - 1))), x_adv, x_new)
+            x_new = torch.where(view_per_example(done, x), x_adv, x_new)
         x_adv = x_new
     out[idx] = x_adv.detach()
     return out

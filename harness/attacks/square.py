@@ -1,12 +1,13 @@
 """Square Attack under Linf (Andriushchenko et al., ECCV 2020), kept draw-for-draw equal to the AutoAttack reference.
 
 pyautoattack's `SquareAttack` (Linf) draws one square position and one sign per channel per iteration, shared by
-the whole batch, so the random stream does not depend on which examples are still being attacked. That lets this
-version keep fooled examples in the batch, frozen by masks, between compactions (`harness.attacks.compact_now`:
-every query on the CPU, every 16 on an accelerator, where the reference syncs several times per query): the random
-draws, the updates and so the images are the reference's, bit for bit (`tests/test_square.py`).
-On an accelerator, with `n_restarts` > 1, a restart after a run that fooled everything early may draw different
-(equally random) numbers than the reference's, since it notices "everything fooled" only at a compaction point.
+the whole batch, so the random stream does not depend on which examples are still being attacked. This version
+draws a run's whole stream up front on the CPU generator and copies it to the device once, builds every square
+there, and keeps fooled examples in the batch, frozen by masks, between compactions (the CPU's policy: every
+query; an accelerator's: never, the host reading "all fooled?" after queries 1, 2, 4, 8, 16 and then every 16,
+where the reference syncs several times per query). The draws, the updates and so the images are the
+reference's, bit for bit (`tests/test_square.py`). After a run, the generator is left exactly where the
+reference's would be (the queries it really ran), so later restarts draw the reference's numbers too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pyautoattack.square import SquareAttack
 from torch import Tensor, nn
 
 from harness.api.attack import REFERENCE_NORMS, Attack, check_threat_model
-from harness.attacks.common import attack_until_fooled, compact_now
+from harness.attacks.common import margin, policy_for, rows_to_keep, seeded_restarts
 
 
 def p_selection(p_init: float, it: int) -> float:
@@ -29,59 +30,65 @@ def p_selection(p_init: float, it: int) -> float:
     return p_init / 512
 
 
-def _margin(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """Logit of the true class minus the largest other logit (negative = misclassified)."""
-    logits = model(x)
-    u = torch.arange(len(y), device=x.device)
-    y_corr = logits[u, y].clone()
-    logits[u, y] = -float("inf")
-    return y_corr - logits.max(dim=-1)[0]
+def _sign(gen: torch.Generator, shape: list[int], like: Tensor) -> Tensor:
+    return torch.sign(2 * torch.rand(shape, generator=gen).to(like.device) - 1)
 
 
-def _rand(gen: torch.Generator, shape: list[int], device: torch.device) -> Tensor:
-    return torch.rand(shape, generator=gen).to(device)
-
-
-def _sign(gen: torch.Generator, shape: list[int], device: torch.device) -> Tensor:
-    return torch.sign(2 * _rand(gen, shape, device) - 1)
+def _squares(gen: torch.Generator, n_queries: int, p_init: float, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Every query's square (a (queries, h, w) mask) and its per-channel value 2 * eps * sign, in the reference's
+    draw order (corner row, corner column, c signs per query), drawn at once and copied to the device once."""
+    _, c, h, w = x.shape
+    sizes = [min(max(int(round(math.sqrt(p_selection(p_init, i) * c * h * w / c))), 1), min(h, w)) for i in range(n_queries)]
+    u = torch.rand(n_queries, 2 + c, generator=gen).to(x.device)
+    s = torch.tensor(sizes, device=x.device)
+    # The reference's random_int: (high - low) * rand in float32, truncated.
+    vh = ((h - s).to(u.dtype) * u[:, 0]).long()
+    vw = ((w - s).to(u.dtype) * u[:, 1]).long()
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    in_h = (rows >= vh[:, None]) & (rows < (vh + s)[:, None])
+    in_w = (cols >= vw[:, None]) & (cols < (vw + s)[:, None])
+    return in_h[:, :, None] & in_w[:, None, :], 2.0 * eps * torch.sign(2 * u[:, 2:] - 1)
 
 
 def square_linf_single_run(model: nn.Module, x: Tensor, y: Tensor, eps: float, n_queries: int, p_init: float, gen: torch.Generator) -> Tensor:
     """One run of Square (margin loss) on (x, y): the best images found (misclassified where it succeeded)."""
     n, c, h, w = x.shape
-    n_features = c * h * w
-    x_best = torch.clamp(x + eps * _sign(gen, [n, c, 1, w], x.device), 0.0, 1.0)
-    margin_min = _margin(model, x_best, y)
+    x_best = torch.clamp(x + eps * _sign(gen, [n, c, 1, w], x), 0.0, 1.0)
+    margin_min = margin(model(x_best), y)
     if bool((margin_min < 0.0).all()):
         return x_best
+    state = gen.get_state()
+    masks, values = _squares(gen, n_queries, p_init, x, eps)
+    policy = policy_for(x.device)
     out = x_best.clone()
     idx = torch.arange(n, device=x.device)
     loss_min = margin_min.clone()
     lo, hi = x - eps, x + eps
+    ran = torch.zeros((), dtype=torch.long, device=x.device)  # queries the reference would have run
     for i_iter in range(n_queries):
-        if compact_now(i_iter, x.device):
-            keep = (margin_min > 0.0).nonzero().squeeze(1)
+        if policy.drop_now(i_iter):
+            keep = rows_to_keep(margin_min > 0.0)
             if len(keep) == 0:
                 break
             if len(keep) < len(idx):
                 out[idx] = x_best
                 idx, x_best, y, margin_min, loss_min, lo, hi = (t[keep] for t in (idx, x_best, y, margin_min, loss_min, lo, hi))
+        elif policy.check_now(i_iter) and not bool((margin_min > 0.0).any()):
+            break
         active = margin_min > 0.0
-        p = p_selection(p_init, i_iter)
-        s = min(max(int(round(math.sqrt(p * n_features / c))), 1), min(h, w))
-        # Square corner drawn and rounded on the CPU, where the generator lives: no device round trip.
-        vh = int((torch.rand([1], generator=gen) * (h - s)).long())
-        vw = int((torch.rand([1], generator=gen) * (w - s)).long())
-        new_deltas = torch.zeros([c, h, w], device=x.device)
-        new_deltas[:, vh : vh + s, vw : vw + s] = 2.0 * eps * _sign(gen, [c, 1, 1], x.device)
+        ran += active.any()
+        new_deltas = torch.where(masks[i_iter], values[i_iter].view(c, 1, 1), 0.0)
         x_new = torch.clamp(torch.min(torch.max(x_best + new_deltas, lo), hi), 0.0, 1.0)
-        margin = _margin(model, x_new, y)
+        m = margin(model(x_new), y)
         # Margin loss: the loss and the margin are one number, so "improved" and "misclassified" update both.
-        improved = active & ((margin < loss_min) | (margin <= 0.0))
-        loss_min = torch.where(active & (margin < loss_min), margin, loss_min)
-        margin_min = torch.where(improved, margin, margin_min)
+        improved = active & ((m < loss_min) | (m <= 0.0))
+        loss_min = torch.where(active & (m < loss_min), m, loss_min)
+        margin_min = torch.where(improved, m, margin_min)
         x_best = torch.where(improved.view(-1, 1, 1, 1), x_new, x_best)
     out[idx] = x_best
+    # Leave the generator where the reference's is: after the draws of the queries it ran (it stops once all are fooled).
+    gen.set_state(state)
+    torch.rand(int(ran) * (2 + c), generator=gen)
     return out
 
 
@@ -89,16 +96,13 @@ def square_linf(
     model: nn.Module, x: Tensor, y: Tensor, eps: float, n_queries: int = 5000, p_init: float = 0.8, n_restarts: int = 1, seed: int = 0
 ) -> Tensor:
     """Square Attack with restarts on the still-robust examples; clean `x` where every restart failed."""
-    x, y = x.detach(), y.detach()
-    gen = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        correct = model(x).argmax(1) == y
 
-        def run(_: int, todo: Tensor) -> tuple[Tensor, Tensor]:
+    def run(_: int, todo: Tensor, gen: torch.Generator, __: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
             adv_s = square_linf_single_run(model, x[todo], y[todo], eps, n_queries, p_init, gen)
             return model(adv_s).argmax(1) != y[todo], adv_s
 
-        return attack_until_fooled(x, correct, n_restarts, run)
+    return seeded_restarts(model, x, y, seed, n_restarts, run)
 
 
 class Square(Attack):

@@ -9,13 +9,21 @@ into the worst case.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor, nn
 
 from harness.api.config import DEFAULT_REFERENCE, AttackSpec, EvalConfig
-from harness.api.data import ImageData, subset
+from harness.api.data import ImageData, subset, subset_indices
 from harness.api.metrics import Metric, pack_outcomes
-from harness.evaluation.runs import Evaluation, accuracy, run_attacks
+from harness.evaluation.runs import (
+    BatchSize,
+    Evaluation,
+    accuracy,
+    eval_batch_size,
+    run_attacks,
+)
 from harness.evaluation.sanity import sanity_metrics
 
 # The same test examples for every job and seed, so pruned, control and dense models are compared on paired data
@@ -79,9 +87,17 @@ def metrics_of(
 
 
 def evaluate(model: nn.Module, data: ImageData, cfg: EvalConfig, specs: tuple[AttackSpec, ...], device: torch.device, seed: int) -> list[Metric]:
-    """Clean accuracy on the whole test set, attacks and sanity checks on the fixed evaluation subset."""
-    clean = accuracy(model, data.x_test, data.y_test, device, cfg.batch_size)
+    """Clean accuracy on the whole test set, attacks and sanity checks on the fixed evaluation subset.
+
+    One clean pass over the test set serves both clean accuracies; the subset goes to the device once. The batch
+    size is the config's on the CPU and the whole subset on an accelerator, halved on out-of-memory; the one the
+    job ended with is recorded as `eval_batch_size`.
+    """
     x, y = eval_subset(data, cfg)
-    ev = run_attacks(model, x, y, specs, device, cfg.batch_size, seed)
-    flags, folds = sanity_metrics(model, x, y, ev, specs, cfg, device, seed)
-    return [Metric("clean_acc", float(clean.float().mean()))] + metrics_of(ev, cfg.references(), folds) + flags
+    bs = BatchSize(eval_batch_size(cfg.batch_size, len(y), device))
+    clean = accuracy(model, data.x_test, data.y_test, device, bs)
+    idx = subset_indices(len(data.y_test), cfg.n_examples, EVAL_SUBSET_SEED)
+    ev = run_attacks(model, x, y, specs, device, bs, seed, clean_correct=clean if idx is None else clean[idx])
+    flags, folds = sanity_metrics(model, x, y, ev, specs, replace(cfg, batch_size=bs.size), device, seed)
+    metrics = metrics_of(ev, cfg.references(), folds) + flags + [Metric("eval_batch_size", float(bs.size))]
+    return [Metric("clean_acc", float(clean.float().mean()))] + metrics

@@ -22,6 +22,7 @@ from harness.api.data import to_float
 from harness.api.metrics import Metric
 from harness.api.nets import frozen
 from harness.api.plugins import attacks
+from harness.attacks.common import margin
 from harness.attacks.pgd import pgd
 from harness.evaluation.runs import Evaluation, attack_correct
 
@@ -112,9 +113,7 @@ def zero_gradients(model: nn.Module, x: Tensor, y: Tensor) -> bool:
     """Any example whose margin-loss input gradient is exactly zero (the margin does not saturate like softmax)."""
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    real = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], float("-inf")).amax(1)
-    (g,) = torch.autograd.grad((other - real).sum(), x)
+    (g,) = torch.autograd.grad(-margin(logits, y).sum(), x)
     return bool((g.flatten(1).abs().sum(1) == 0).any())
 
 

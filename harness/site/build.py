@@ -60,6 +60,7 @@ METRICS = {
     "train_seconds, prune_seconds, finetune_seconds, eval_seconds, job_seconds": "wall-clock time of each stage",
     "attack_seconds": "wall-clock time of one attack over every eps (attack)",
     "train_img_per_s": "dense training throughput (images per second of training)",
+    "eval_batch_size": "the evaluation batch size the job ended with (halved from the configured one after out-of-memory)",
 }
 
 
