@@ -144,7 +144,7 @@ class FailsAbove(nn.Module):
 def test_out_of_memory_halves_the_batch(trained_cnn: nn.Module, digits: ImageData) -> None:
     specs = (AttackSpec("pgd_linf", (0.1,), (("steps", 3),)), AttackSpec("deepfool", (0.5,), (("steps", 5),)))
     x, y = to_float(digits.x_test[:40]), digits.y_test[:40]
-    small = FailsAbove(trained_cnn, 10)
+    small = FailsAbove(trained_cnn, 10).eval()
     ev = run_attacks(small, x, y, specs, torch.device("cpu"), 64, seed=0)
     assert ev.batch_size == 8  # 64 -> 32 -> 16 -> 8
     assert max(s for s in small.sizes if s <= 10) <= 8
@@ -154,7 +154,7 @@ def test_out_of_memory_halves_the_batch(trained_cnn: nn.Module, digits: ImageDat
         assert torch.equal(ev.robust[key], ref.robust[key]), key
     # The job records the batch size it ended with.
     data = ImageData("d", digits.x_train[:10], digits.y_train[:10], digits.x_test[:40], digits.y_test[:40], digits.classes, digits.mean, digits.std)
-    metrics = evaluate(FailsAbove(trained_cnn, 20), data, EvalConfig(n_examples=30, batch_size=64, sanity_examples=0), specs[:1], torch.device("cpu"), 0)
+    metrics = evaluate(FailsAbove(trained_cnn, 20).eval(), data, EvalConfig(n_examples=30, batch_size=64, sanity_examples=0), specs[:1], torch.device("cpu"), 0)
     assert {m.metric: m.value for m in metrics}["eval_batch_size"] == 16.0
 
 
@@ -162,9 +162,9 @@ def test_out_of_memory_at_one_fails_the_job_and_other_errors_pass_through(traine
     x, y = xy
     spec = (AttackSpec("fgsm", (0.1,)),)
     with pytest.raises(EvaluationError, match="out of memory even one example at a time"):
-        run_attacks(FailsAbove(trained_cnn, 0), x, y, spec, torch.device("cpu"), 16, seed=0)
+        run_attacks(FailsAbove(trained_cnn, 0).eval(), x, y, spec, torch.device("cpu"), 16, seed=0)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        run_attacks(FailsAbove(trained_cnn, 2, "shape mismatch"), x, y, spec, torch.device("cpu"), 16, seed=0)
+        run_attacks(FailsAbove(trained_cnn, 2, "shape mismatch").eval(), x, y, spec, torch.device("cpu"), 16, seed=0)
 
 
 def test_eval_batch_size_per_device() -> None:
