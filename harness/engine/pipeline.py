@@ -17,6 +17,7 @@ from harness.api.nets import Normalized
 from harness.api.plugins import architectures, attacks, datasets, pruners
 from harness.api.pruner import PruneContext
 from harness.engine.artifacts import ArtifactCache
+from harness.engine.checkpoints import load_dense
 from harness.engine.trust import trusted_class
 from harness.evaluation.measure import (
     count_macs,
@@ -50,10 +51,13 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
     if hit is not None:
         model, meta = hit
         return model.eval(), meta | {"cached": True}
-    model = build_model(job, data, device)
-    t0 = time.perf_counter()
-    loss = train(model, data, job.train, job.seed, device, n_train=job.train.n_train)
-    meta = {"train_seconds": time.perf_counter() - t0, "train_loss": loss, "params": job.dense_params()}
+    if job.train.checkpoint is not None:  # the user's dense model, checked and measured
+        model, meta = load_dense(job, data, device)
+    else:
+        model = build_model(job, data, device)
+        t0 = time.perf_counter()
+        loss = train(model, data, job.train, job.seed, device, n_train=job.train.n_train)
+        meta = {"train_seconds": time.perf_counter() - t0, "train_loss": loss, "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}
 
@@ -152,6 +156,8 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         Metric("prune_seconds", pmeta["prune_seconds"]),
         Metric("finetune_seconds", pmeta["finetune_seconds"]),
     ]
+    if "dense_clean_accuracy" in dmeta:  # a given checkpoint's accuracy on the whole test split
+        metrics.append(Metric("dense_clean_accuracy", dmeta["dense_clean_accuracy"]))
     metrics += cost_metrics(dense, model, data, device, job.eval.measure_latency)
     t = time.perf_counter()
     metrics += evaluate(model, data, job.eval, job.attacks, device, job.seed)
@@ -171,4 +177,6 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         "dense_key": job.dense_key,
         "pruned_key": job.pruned_key,
     }
+    if "checkpoint" in dmeta:
+        prov["dense_checkpoint"] = dmeta["checkpoint"]
     return metrics, prov

@@ -1,4 +1,4 @@
-"""Training and fine-tuning: SGD with momentum and a cosine schedule, on clean or adversarial examples."""
+"""Training and fine-tuning: SGD with momentum and a learning-rate schedule, on clean or adversarial examples."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from harness.api.data import ImageData, batches, subset
 from harness.api.nets import frozen
 from harness.attacks.pgd import pgd
 from harness.training.augment import augment_batch
+from harness.training.schedule import scheduler
 
 # TRADES starts its inner maximisation this close to the clean image (Zhang et al. 2019, reference code).
 TRADES_INIT_STD = 1e-3
@@ -64,7 +65,7 @@ def train(
     aug_gen = torch.Generator(device=device).manual_seed(seed) if device.type == "cuda" else gen
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * ((len(y) + cfg.batch_size - 1) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    sched = scheduler(opt, cfg, steps // cfg.epochs)
     model.train()
     last = torch.zeros((), device=device)
     step = 0
