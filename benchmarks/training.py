@@ -97,7 +97,7 @@ def schedules(data: ImageData, n_train: int, epochs: int) -> None:
 def autoattack_cost(data: ImageData, n: int) -> None:
     """Seconds per image for standard AutoAttack when every image survives every component."""
     model = resnet20(data)
-    train(model, data, TrainConfig(epochs=1, batch_size=BATCH, n_train=5000), seed=0, device=CPU, n_train=5000)
+    train(model, data, TrainConfig(epochs=1, batch_size=BATCH, n_train=2000), seed=0, device=CPU, n_train=2000)
     x, y = to_float(data.x_test[:200]), data.y_test[:200]
     keep = accuracy(model, x, y, CPU)
     x, y = x[keep][:n], y[keep][:n]

@@ -9,28 +9,35 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import torch
 
-from harness.api.config import FinetuneConfig, JobSpec, SGDConfig, TrainConfig
+from harness.api.config import (
+    EvalConfig,
+    FinetuneConfig,
+    JobSpec,
+    PrunerSpec,
+    SGDConfig,
+    TrainConfig,
+)
 from harness.api.data import ImageData
 from harness.api.errors import CheckpointError, GridError
 from harness.api.nets import Normalized
 from harness.api.plugins import architectures
 from harness.engine.artifacts import ArtifactCache
-from harness.engine.grid import load_grid, parse_grid
+from harness.engine.checkpoints import export
+from harness.engine.grid import parse_grid
 from harness.engine.pipeline import dense_model, execute
 from harness.evaluation.runs import accuracy
 from harness.training.schedule import scheduler
-from harness.training.train import train
 
 CPU = torch.device("cpu")
 
 
-def _trained(digits: ImageData, seed: int, arch: str = "small_cnn", epochs: int = 2) -> Normalized:
+def _fresh(digits: ImageData, seed: int) -> Normalized:
+    """A seeded, untrained small_cnn: for tests that only need distinct weights."""
     torch.manual_seed(seed)
-    model = Normalized(architectures.get(arch).obj(num_classes=10, in_channels=1), digits.mean, digits.std)
-    train(model, digits, TrainConfig(epochs=epochs, batch_size=64, lr=0.05), seed=seed, device=CPU)
-    return model.eval()
+    return Normalized(architectures.get("small_cnn").obj(num_classes=10, in_channels=1), digits.mean, digits.std).eval()
 
 
 def _grid(checkpoint: str, seeds: list[int] = [0], pruners: list[str] = ["none"], **train: Any) -> list[JobSpec]:
@@ -48,8 +55,8 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_state_dict_file_is_the_dense_model(digits: ImageData, tmp_path: Path) -> None:
-    model = _trained(digits, seed=0)
+def test_state_dict_file_is_the_dense_model(digits: ImageData, trained_cnn: Normalized, tmp_path: Path) -> None:
+    model = trained_cnn
     wrapped, bare = tmp_path / "wrapped.pt", tmp_path / "bare.pt"
     torch.save(model.state_dict(), wrapped)  # the harness's own format
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.net.state_dict().items()}}, bare)  # a training script's
@@ -63,7 +70,7 @@ def test_state_dict_file_is_the_dense_model(digits: ImageData, tmp_path: Path) -
 
 
 def test_folder_keyed_by_seed(digits: ImageData, tmp_path: Path) -> None:
-    models = {s: _trained(digits, seed=s, epochs=1) for s in (0, 1)}
+    models = {s: _fresh(digits, s) for s in (0, 1)}
     folder = tmp_path / "dense"
     folder.mkdir()
     for s, m in models.items():
@@ -75,6 +82,18 @@ def test_folder_keyed_by_seed(digits: ImageData, tmp_path: Path) -> None:
         assert _same_weights(dense, models[job.seed])
     with pytest.raises(GridError, match=r"no seed2\.pt for seed 2 \(has: seed0\.pt, seed1\.pt\)"):
         _grid(str(folder), seeds=[0, 2])
+
+
+def test_exported_cache_entry_loads_back(digits: ImageData, tmp_path: Path) -> None:
+    """The publishing path (checkpoints/README.md): cache entry -> state dict file -> the same dense model."""
+    model = _fresh(digits, 0)
+    cache = ArtifactCache(tmp_path / "artifacts")
+    out = tmp_path / "published" / "seed0.pt"
+    sha = export(cache.save("dense", "somekey", model, {}), out)
+    assert sha == hashlib.sha256(out.read_bytes()).hexdigest()
+    (job,) = _grid(str(out.parent))
+    dense, _ = dense_model(job, digits, ArtifactCache(tmp_path / "fresh"), CPU)
+    assert _same_weights(dense, model)
 
 
 def test_wrong_architecture_is_one_clear_line(digits: ImageData, tmp_path: Path) -> None:
@@ -97,22 +116,22 @@ def test_wrong_architecture_is_one_clear_line(digits: ImageData, tmp_path: Path)
 def test_key_follows_content_not_path(digits: ImageData, tmp_path: Path) -> None:
     a, b = tmp_path / "a.pt", tmp_path / "elsewhere" / "b.pt"
     b.parent.mkdir()
-    torch.save(_trained(digits, seed=0, epochs=1).state_dict(), a)
+    torch.save(_fresh(digits, 0).state_dict(), a)
     shutil.copy(a, b)
     (ja,), (jb,) = _grid(str(a)), _grid(str(b))
     assert ja.dense_key == jb.dense_key and ja.key == jb.key  # moved or renamed: the same model, the same jobs
     assert ja.dense_params()["train"]["checkpoint"] == "sha256:" + hashlib.sha256(a.read_bytes()).hexdigest()
-    torch.save(_trained(digits, seed=1, epochs=1).state_dict(), b)
+    torch.save(_fresh(digits, 1).state_dict(), b)
     (jb2,) = _grid(str(b))
     assert jb2.dense_key != jb.dense_key  # same path, other weights: another model
     with pytest.raises(CheckpointError, match="changed since the grid was read"):
         dense_model(jb, digits, ArtifactCache(tmp_path / "cache"), CPU)
 
 
-def test_provenance_and_metric(digits: ImageData, tmp_path: Path) -> None:
+def test_provenance_and_metric(digits: ImageData, trained_cnn: Normalized, tmp_path: Path) -> None:
     path = tmp_path / "dense.pt"
-    torch.save(_trained(digits, seed=0).state_dict(), path)
-    job = next(j for j in _grid(str(path), pruners=["none", "l1_filter"]) if j.pruner.name == "l1_filter")
+    torch.save(trained_cnn.state_dict(), path)
+    (job,) = _grid(str(path))
     metrics, prov = execute(job, digits, ArtifactCache(tmp_path / "cache"), CPU)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     assert prov["dense_checkpoint"] == {"checkpoint": str(path), "file": str(path), "sha256": sha}
@@ -120,20 +139,22 @@ def test_provenance_and_metric(digits: ImageData, tmp_path: Path) -> None:
     assert 0.5 < values["dense_clean_accuracy"] <= 1.0 and values["train_seconds"] == 0.0
 
 
-def test_builtin_keys_unchanged_by_new_options() -> None:
-    """Keys of grids that do not use the new keys are those stored before they existed (results.db stays valid)."""
-    smoke, cpu = load_grid("smoke").jobs[1], load_grid("cifar-cpu").jobs[1]
-    assert (smoke.dense_key, smoke.pruned_key, smoke.key) == ("86b65e8129d6e6df", "019cd2e75105e555", "6d09f2907a63540a")
-    assert (cpu.dense_key, cpu.pruned_key, cpu.key) == ("b802b9057ef09403", "ae7e7db6ca68f8ee", "15c58a76cc11ff0b")
+# Key material of the training configs before `schedule`, `warmup_epochs`, `checkpoint`, `model_dir` existed.
+OLD_SGD_KEYS = {"epochs", "lr", "batch_size", "momentum", "weight_decay"}
+OLD_TRAIN_KEYS = OLD_SGD_KEYS | {"n_train", "regime", "adv_eps", "adv_steps", "adv_step_size", "trades_beta"}
+
+
+def test_new_options_leave_old_keys_alone() -> None:
+    """At their defaults the new keys are not key material, so jobs stored before them keep their keys."""
     base = _job_with(TrainConfig())
+    assert set(base.dense_params()["train"]) == OLD_TRAIN_KEYS
+    assert set(_job_with(TrainConfig(), sparsity=0.5, pruner="l1_filter").pruned_params()["finetune"]) == OLD_SGD_KEYS
     assert _job_with(TrainConfig(warmup_epochs=1)).dense_key != base.dense_key
     assert _job_with(TrainConfig(schedule="onecycle")).dense_key != base.dense_key
 
 
-def _job_with(train: TrainConfig) -> JobSpec:
-    from harness.api.config import EvalConfig, PrunerSpec
-
-    return JobSpec("digits", "small_cnn", 0, PrunerSpec("none"), 0.0, train, FinetuneConfig(), EvalConfig(), ())
+def _job_with(train: TrainConfig, sparsity: float = 0.0, pruner: str = "none") -> JobSpec:
+    return JobSpec("digits", "small_cnn", 0, PrunerSpec(pruner), sparsity, train, FinetuneConfig(), EvalConfig(), ())
 
 
 def _lrs(cfg: SGDConfig, steps_per_epoch: int) -> list[float]:
@@ -200,3 +221,38 @@ def test_robustbench_zoo_offline(tmp_path: Path) -> None:
         load_dense(wrong, data, CPU)
     with pytest.raises(GridError, match=r"Other\.pt not found; download it once"):
         parse_grid(raw | {"train": {"checkpoint": "robustbench:cifar10/Linf/Other", "model_dir": str(tmp_path)}})
+
+
+def _grid_file(name: str) -> list[JobSpec]:
+    """A built-in grid's jobs, without what only the protocol issue provides (`match`, `dense_finetuned`) when absent."""
+    from harness.api.paths import GRIDS_DIR
+    from harness.api.plugins import pruners
+
+    raw = tomllib.loads((GRIDS_DIR / f"{name}.toml").read_text())
+    if "dense_finetuned" not in pruners:
+        raw.pop("match", None)
+        raw["pruners"] = [p for p in raw["pruners"] if p != "dense_finetuned"]
+    return parse_grid(raw, name=name).jobs
+
+
+def test_study_grid_is_the_issues_setup() -> None:
+    jobs = _grid_file("study")
+    assert {(j.dataset, j.architecture, j.train.n_train) for j in jobs} == {("cifar10", "resnet20", None)}  # full CIFAR-10
+    assert {j.seed for j in jobs} == {0, 1, 2} and {j.sparsity for j in jobs if j.pruner.name != "none"} == {0.3, 0.5}
+    names = {j.pruner.name for j in jobs}
+    assert {"l1_filter", "hrank", "expected_abs", "kl_divergence", "pls_vip", "random_filter", "layer_pls_vip"} <= names
+    eps = {a.name: set(a.eps) for a in jobs[0].attacks}
+    assert eps.keys() == {"fgsm", "pgd_linf", "autoattack"} and all(e == {1 / 255, 2 / 255, 8 / 255} for e in eps.values())
+    assert all(j.eval.n_examples >= 500 for j in jobs) and jobs[0].train.warmup_epochs > 0
+
+
+def test_paper_gpu_grid_validates() -> None:
+    jobs = _grid_file("paper-gpu")
+    assert {j.architecture for j in jobs} == {"resnet56", "vgg16_bn"} and all(j.eval.n_examples >= 500 for j in jobs)
+
+
+def test_model_dir_only_for_robustbench(tmp_path: Path) -> None:
+    with pytest.raises(GridError, match="model_dir applies only to checkpoint = 'robustbench:...'"):
+        TrainConfig(checkpoint=str(tmp_path / "a.pt"), model_dir=str(tmp_path))
+    with pytest.raises(GridError, match="write robustbench:DATASET/THREAT/NAME"):
+        _grid("robustbench:Standard")

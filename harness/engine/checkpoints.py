@@ -145,3 +145,11 @@ def load_dense(job: JobSpec, data: ImageData, device: torch.device) -> tuple[nn.
     meta = {"train_seconds": 0.0, "load_seconds": time.perf_counter() - t0, "checkpoint": src.describe(),
             "dense_clean_accuracy": clean, "dense_test_examples": len(data.y_test), "params": job.dense_params()}
     return model, meta
+
+
+def export(cached: Path, out: Path) -> str:
+    """Write a cached dense model (artifacts/dense/KEY.pt) as a plain state dict at `out`; returns its sha256."""
+    blob = torch.load(cached, map_location="cpu", weights_only=False)  # the harness's own cache file
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob["model"].state_dict(), out)
+    return sha256_file(out)
