@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import pickle
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,6 +98,15 @@ def checkpoint_shas(train: TrainConfig, seeds: list[int]) -> dict[int, str | Non
         raise GridError(str(exc)) from None
 
 
+def _read(path: Path) -> Any:
+    """The file's tensors, read without running pickled code (weights_only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path}: not a plain state dict ({first[:120]}); save one with torch.save(model.state_dict(), path).") from None
+
+
 def _state_dict(blob: Any, path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a saved state dict, unwrapped from common containers and DataParallel's `module.` prefix."""
     for key in WRAPPERS:
@@ -139,7 +149,7 @@ def load_dense(job: JobSpec, data: ImageData, device: torch.device) -> tuple[nn.
         model = zoo.load(src.spec, job.train.model_dir, net, job.architecture, data)
     else:
         model = Normalized(net, data.mean, data.std)
-        fit(model, _state_dict(torch.load(src.path, map_location="cpu", weights_only=True), src.path), f"checkpoint {src.path}", job.architecture)
+        fit(model, _state_dict(_read(src.path), src.path), f"checkpoint {src.path}", job.architecture)
     model = model.to(device).eval()
     clean = float(accuracy(model, data.x_test, data.y_test, device).float().mean())
     meta = {"train_seconds": 0.0, "load_seconds": time.perf_counter() - t0, "checkpoint": src.describe(),
