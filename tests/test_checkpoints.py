@@ -105,8 +105,8 @@ def test_wrong_architecture_is_one_clear_line(digits: ImageData, tmp_path: Path)
         dense_model(job, digits, ArtifactCache(tmp_path / "cache"), CPU)
     msg = str(err.value)
     assert "\n" not in msg and "not a state dict for architecture 'small_cnn'" in msg and "missing" in msg
-    for i, blob in enumerate([{"epoch": 3}, _fresh(digits, 0)]):  # no tensors; a whole pickled module
-        torch.save(blob, path)
+    for i, blob in enumerate([{"epoch": 3}, _fresh(digits, 0), b"not torch"]):  # no tensors; a pickled module; junk
+        path.write_bytes(blob) if isinstance(blob, bytes) else torch.save(blob, path)
         (job,) = _grid(str(path))
         with pytest.raises(CheckpointError, match="not a (plain )?state dict") as err:
             dense_model(job, digits, ArtifactCache(tmp_path / f"cache{i}"), CPU)

@@ -102,9 +102,11 @@ def _read(path: Path) -> Any:
     """The file's tensors, read without running pickled code (weights_only)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: not a plain state dict ({first[:120]}); save one with torch.save(model.state_dict(), path).") from None
+    except pickle.UnpicklingError:
+        why = "it holds pickled objects, e.g. a whole model"
+    except (RuntimeError, EOFError) as exc:
+        why = f"unreadable: {type(exc).__name__}"
+    raise CheckpointError(f"checkpoint {path}: not a plain state dict ({why}); save one with torch.save(model.state_dict(), path).")
 
 
 def _state_dict(blob: Any, path: Path) -> dict[str, torch.Tensor]:
