@@ -189,8 +189,10 @@ def test_warmup_and_onecycle_shapes() -> None:
     assert one[-1] < 1e-3
     with pytest.raises(GridError, match="unknown schedule 'step'"):
         SGDConfig(schedule="step")
-    with pytest.raises(GridError, match=r"warmup_epochs must be a number in \[0, epochs\)"):
-        FinetuneConfig(epochs=2, warmup_epochs=2)
+    with pytest.raises(GridError, match="warmup_epochs must be a number >= 0"):
+        FinetuneConfig(epochs=2, warmup_epochs=-1)
+    short = _lrs(SGDConfig(epochs=1, lr=0.1, warmup_epochs=3), 10)  # a warm-up longer than the run stops short of it
+    assert short[0] == pytest.approx(0.1 / 9) and short[-1] == pytest.approx(0.1)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("robustbench") is None, reason="robustbench not installed (pip install 'harness[robustbench]')")

@@ -36,8 +36,8 @@ class SGDConfig:
         if self.schedule not in SCHEDULES:
             raise GridError(f"{where}: unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}.")
         w = self.warmup_epochs
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 <= w < max(self.epochs, 1):
-            raise GridError(f"{where}: warmup_epochs must be a number in [0, epochs), got {w!r}.")
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+            raise GridError(f"{where}: warmup_epochs must be a number >= 0, got {w!r}.")
 
 
 @dataclass(frozen=True)

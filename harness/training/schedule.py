@@ -30,7 +30,8 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def scheduler(opt: torch.optim.Optimizer, cfg: SGDConfig, steps_per_epoch: int) -> LRScheduler:
     """The schedule `cfg` names, stepped once per batch over cfg.epochs."""
     total = cfg.epochs * steps_per_epoch
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    # Capped below the run's length: an iterative pruner's fine-tuning rounds are shorter than the configured run.
+    warmup = min(round(cfg.warmup_epochs * steps_per_epoch), total - 1)
     if cfg.schedule == "onecycle":
         rise = warmup / total if warmup else ONECYCLE_DEFAULT_RISE
         # Momentum stays at cfg.momentum: the config's value means what it says.
