@@ -258,5 +258,7 @@ def test_paper_gpu_grid_validates() -> None:
 def test_model_dir_only_for_robustbench(tmp_path: Path) -> None:
     with pytest.raises(GridError, match="model_dir applies only to checkpoint = 'robustbench:...'"):
         TrainConfig(checkpoint=str(tmp_path / "a.pt"), model_dir=str(tmp_path))
+    with pytest.raises(GridError, match="checkpoint must be a path"):
+        TrainConfig(checkpoint=3)  # type: ignore[arg-type]
     with pytest.raises(GridError, match="write robustbench:DATASET/THREAT/NAME"):
         _grid("robustbench:Standard")

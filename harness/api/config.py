@@ -66,6 +66,8 @@ class TrainConfig(SGDConfig):
                 object.__setattr__(self, key, parse_eps(value, f"{where} {key}"))  # '8/255' -> 0.0313...
         if not isinstance(self.adv_steps, int) or isinstance(self.adv_steps, bool) or self.adv_steps < 1:
             raise GridError(f"{where}: adv_steps must be an integer >= 1, got {self.adv_steps!r}.")
+        if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
+            raise GridError(f"{where}: checkpoint must be a path or 'robustbench:DATASET/THREAT/NAME', got {self.checkpoint!r}.")
         if self.model_dir is not None and not str(self.checkpoint or "").startswith("robustbench:"):
             raise GridError(f"{where}: model_dir applies only to checkpoint = 'robustbench:...'; remove it.")
         defaults = {k: TrainConfig.__dataclass_fields__[k].default for k in ADV_KEYS}
