@@ -63,7 +63,7 @@ def test_grey_inputs_and_class_count(name: str) -> None:
 
 
 # Deep or wide ones take seconds each to trace on 2 cores: walked under -m slow.
-DEEP = {"resnet50", "resnet110", "wrn28_4", "resnet56", "resnet32"}
+DEEP = {"resnet50", "resnet110", "wrn28_4", "wrn28_10", "resnet56", "resnet32"}
 
 
 def _prune_half(name: str) -> None:

@@ -29,12 +29,16 @@ DEFAULT_REFERENCE: dict[str, tuple[str, ...]] = {"linf": ("autoattack",), "l2": 
 # Pruner families that prune nothing and so have no sparsity axis: the untouched dense model and the
 # fine-tuned dense control.
 DENSE_FAMILIES = ("none", "control")
+SCHEDULES = ("cosine", "onecycle")
+# Keys added after results were stored: left out of a job's key while at their default, so old keys stay valid.
+# fp32 was the only arithmetic before `precision` existed.
+KEYED_WHEN_SET = {"precision": "fp32", "schedule": "cosine", "warmup_epochs": 0, "checkpoint": None, "model_dir": None}
 ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
 
 
 @dataclass(frozen=True)
 class SGDConfig:
-    """What every training stage shares: SGD with momentum and a cosine schedule over `epochs`."""
+    """What every training stage shares: SGD with momentum, a learning-rate schedule over `epochs`."""
 
     epochs: int = 2
     lr: float = 0.01
@@ -42,11 +46,18 @@ class SGDConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     precision: str = "auto"
+    schedule: str = "cosine"  # cosine (after a linear warm-up) | onecycle (Smith & Topin 2019)
+    warmup_epochs: float = 0  # linear warm-up (cosine), or the rising phase (onecycle; 0 = 30 % of the epochs)
 
     def __post_init__(self) -> None:
+        where = f"[{'train' if isinstance(self, TrainConfig) else 'finetune'}]"
         if self.precision not in PRECISIONS:
-            where = "[train]" if isinstance(self, TrainConfig) else "[finetune]"
             raise GridError(f"{where}: unknown precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}.")
+        if self.schedule not in SCHEDULES:
+            raise GridError(f"{where}: unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}.")
+        w = self.warmup_epochs
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+            raise GridError(f"{where}: warmup_epochs must be a number >= 0, got {w!r}.")
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,8 @@ class TrainConfig(SGDConfig):
     adv_steps: int = 7
     adv_step_size: float | str | None = None  # None = adv_eps / 4 (2/255 at 8/255, as Madry et al. on CIFAR)
     trades_beta: float = 6.0  # weight of the TRADES robustness (KL) term
+    checkpoint: str | None = None  # start from this dense model instead of training (harness.engine.checkpoints)
+    model_dir: str | None = None  # robustbench's model folder for "robustbench:..." checkpoints (default ./models)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +86,10 @@ class TrainConfig(SGDConfig):
                 object.__setattr__(self, key, parse_eps(value, f"{where} {key}"))  # '8/255' -> 0.0313...
         if not isinstance(self.adv_steps, int) or isinstance(self.adv_steps, bool) or self.adv_steps < 1:
             raise GridError(f"{where}: adv_steps must be an integer >= 1, got {self.adv_steps!r}.")
+        if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
+            raise GridError(f"{where}: checkpoint must be a path or 'robustbench:DATASET/THREAT/NAME', got {self.checkpoint!r}.")
+        if self.model_dir is not None and not str(self.checkpoint or "").startswith("robustbench:"):
+            raise GridError(f"{where}: model_dir applies only to checkpoint = 'robustbench:...'; remove it.")
         defaults = {k: TrainConfig.__dataclass_fields__[k].default for k in ADV_KEYS}
         if self.regime == "standard" and any(getattr(self, k) != v for k, v in defaults.items()):
             set_keys = [k for k, v in defaults.items() if getattr(self, k) != v]
@@ -158,16 +175,15 @@ class JobSpec:
     attacks: tuple[AttackSpec, ...]
     # "macs": `sparsity` is the fraction of MACs to remove; the pipeline finds the pruner's own sparsity reaching it.
     match: str = ""
+    checkpoint_sha256: str | None = None  # of the file train.checkpoint names for this seed (set by the grid)
 
     def dense_params(self) -> dict[str, Any]:
-        """What defines the dense (unpruned) model."""
-        return {
-            "protocol": PROTOCOL_VERSION,
-            "dataset": self.dataset,
-            "architecture": self.architecture,
-            "seed": self.seed,
-            "train": _keyed(self.train),
-        }
+        """What defines the dense (unpruned) model: a given checkpoint counts by its content, not its path."""
+        train = config_params(self.train)
+        if self.train.checkpoint is not None:
+            train.pop("model_dir", None)
+            train["checkpoint"] = f"sha256:{self.checkpoint_sha256}"
+        return {"protocol": PROTOCOL_VERSION, "dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": train}
 
     def pruned_params(self) -> dict[str, Any]:
         """What defines the pruned, fine-tuned model."""
@@ -176,7 +192,7 @@ class JobSpec:
             base["pruner_code"] = self.pruner.code
         if self.pruner.name == "none":
             return base
-        out = base | {"sparsity": self.sparsity, "finetune": _keyed(self.finetune)}
+        out = base | {"sparsity": self.sparsity, "finetune": config_params(self.finetune)}
         return out | {"match": self.match} if self.match else out
 
     def params(self) -> dict[str, Any]:
@@ -204,13 +220,9 @@ class JobSpec:
         return key_of(self.params())
 
 
-def _keyed(cfg: SGDConfig) -> dict[str, Any]:
-    """A training config as hashed into keys: fp32, the only arithmetic before `precision` existed, is left out
-    so that results stored before then keep their keys; any other precision is part of the key."""
-    out = asdict(cfg)
-    if out["precision"] == "fp32":
-        del out["precision"]
-    return out
+def config_params(cfg: SGDConfig) -> dict[str, Any]:
+    """A training config as key material, without the later-added keys that still hold their default."""
+    return {k: v for k, v in asdict(cfg).items() if k not in KEYED_WHEN_SET or v != KEYED_WHEN_SET[k]}
 
 
 def resolve_precision(precision: str, device_type: str) -> str:

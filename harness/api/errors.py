@@ -42,6 +42,10 @@ class DatasetError(HarnessError):
     """A dataset that cannot be found or loaded."""
 
 
+class CheckpointError(HarnessError):
+    """A given dense model (`[train] checkpoint`) that is missing, changed, or not of the grid's architecture."""
+
+
 class PruningError(HarnessError):
     """A pruner that cannot do what the job asks (e.g. reach the requested sparsity)."""
 

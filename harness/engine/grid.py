@@ -22,6 +22,7 @@ from harness.api.config import (
 from harness.api.errors import GridError, HarnessError
 from harness.api.paths import GRIDS_DIR
 from harness.api.plugins import architectures, attacks, datasets, pruners
+from harness.engine.checkpoints import checkpoint_shas
 
 TOP_KEYS = {
     "name": str,
@@ -236,13 +237,14 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
     check_reference(aspecs, evalc, where)
     match = check_match(raw, pspecs, where)
 
+    shas = checkpoint_shas(train, seeds)  # a given dense model is keyed by its content
     jobs: list[JobSpec] = []
     seen: set[str] = set()
     for d, a, seed, p in itertools.product(ds, archs, seeds, pspecs):
         # The dense baseline has no sparsity axis: one job per (dataset, architecture, seed).
         for s in [0.0] if pruners.get(p.name).obj.family in DENSE_FAMILIES else sparsities:
             dense_row = pruners.get(p.name).obj.family in DENSE_FAMILIES
-            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs), "" if dense_row else match)
+            job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs), "" if dense_row else match, shas[seed])
             if job.key not in seen:
                 seen.add(job.key)
                 jobs.append(job)

@@ -25,6 +25,7 @@ from harness.api.plugins import architectures, attacks, datasets, pruners
 from harness.api.pruner import PruneContext
 from harness.engine.artifacts import ArtifactCache
 from harness.engine.budget import finetune_epochs
+from harness.engine.checkpoints import load_dense
 from harness.engine.trust import trusted_class
 from harness.evaluation.measure import (
     count_macs,
@@ -61,10 +62,13 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
     if hit is not None:
         model, meta = hit
         return model.eval(), meta | {"cached": True}
-    model = build_model(job, data, device)
-    t0 = time.perf_counter()
-    run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed)
-    meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
+    if job.train.checkpoint is not None:  # the user's dense model, checked and measured
+        model, meta = load_dense(job, data, device)
+    else:
+        model = build_model(job, data, device)
+        t0 = time.perf_counter()
+        run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed)
+        meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}
 
@@ -225,6 +229,8 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
     ]
     if "train_img_per_s" in dmeta:  # absent from dense checkpoints cached before it was measured
         metrics.append(Metric("train_img_per_s", dmeta["train_img_per_s"]))
+    if "dense_clean_accuracy" in dmeta:  # a given checkpoint's accuracy on the whole test split
+        metrics.append(Metric("dense_clean_accuracy", dmeta["dense_clean_accuracy"]))
     metrics += cost_metrics(dense, model, data, device, job.eval.measure_latency)
     t = time.perf_counter()
     metrics += evaluate(model, data, job.eval, job.attacks, device, job.seed)
@@ -246,4 +252,6 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         "protocol": PROTOCOL_VERSION,
         "finetune_epochs": pmeta.get("finetune_epochs", []),
     }
+    if "checkpoint" in dmeta:
+        prov["dense_checkpoint"] = dmeta["checkpoint"]
     return metrics, prov

@@ -1,4 +1,4 @@
-"""Training and fine-tuning: SGD with momentum and a cosine schedule, on clean or adversarial examples.
+"""Training and fine-tuning: SGD with momentum and a learning-rate schedule, on clean or adversarial examples.
 
 The loop is built to keep an accelerator busy: the (uint8) training images go to the device once per call,
 shuffling, augmentation and conversion happen there, bf16 autocast where the config (or the device) asks for
@@ -24,6 +24,7 @@ from harness.api.data import ImageData, subset, to_float
 from harness.api.nets import frozen
 from harness.attacks.pgd import pgd
 from harness.training.augment import augment_batch
+from harness.training.schedule import scheduler
 
 # TRADES starts its inner maximisation this close to the clean image (Zhang et al. 2019, reference code).
 TRADES_INIT_STD = 1e-3
@@ -143,7 +144,7 @@ def train(
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     n, bs = len(y), cfg.batch_size
     steps = cfg.epochs * ((n + bs - 1) // bs)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    sched = scheduler(opt, cfg, steps // cfg.epochs)
     model.train()
     last = torch.zeros((), device=device)
     step = 0

@@ -63,3 +63,9 @@ def wrn16_4(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 def wrn28_4(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """WRN-28-4 (~5.85 M parameters): the depth used by adversarial-training papers, at a quarter of WRN-28-10's width."""
     return WideResNet(28, 4, num_classes, in_channels)
+
+
+@register_architecture("wrn28_10", paper="Zagoruyko & Komodakis, BMVC 2016")
+def wrn28_10(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """WRN-28-10 (~36.5 M parameters): RobustBench's standard CIFAR-10 model (`robustbench:cifar10/Linf/Standard`)."""
+    return WideResNet(28, 10, num_classes, in_channels)
