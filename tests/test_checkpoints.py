@@ -19,6 +19,7 @@ from harness.api.config import (
     PrunerSpec,
     SGDConfig,
     TrainConfig,
+    for_device,
 )
 from harness.api.data import ImageData
 from harness.api.errors import CheckpointError, GridError
@@ -44,7 +45,7 @@ def _grid(checkpoint: str, seeds: list[int] = [0], pruners: list[str] = ["none"]
     raw = {
         "datasets": ["digits"], "architectures": ["small_cnn"], "pruners": pruners, "sparsities": [0.5], "seeds": seeds,
         "train": {"checkpoint": checkpoint, **train}, "finetune": {"epochs": 1, "batch_size": 64},
-        "eval": {"n_examples": 40, "batch_size": 40, "measure_latency": False, "sanity_examples": 0},
+        "eval": {"n_examples": 40, "batch_size": 40, "measure_latency": False, "sanity_examples": 0, "reference": {"linf": ["fgsm"]}},
         "attacks": [{"name": "fgsm", "eps": [0.1]}],
     }
     return parse_grid(raw).jobs
@@ -156,7 +157,8 @@ def test_new_options_leave_old_keys_alone() -> None:
 
 
 def _job_with(train: TrainConfig, sparsity: float = 0.0, pruner: str = "none") -> JobSpec:
-    return JobSpec("digits", "small_cnn", 0, PrunerSpec(pruner), sparsity, train, FinetuneConfig(), EvalConfig(), ())
+    # Resolved as the runner resolves it on the CPU: fp32, the arithmetic every result before `precision` used.
+    return for_device(JobSpec("digits", "small_cnn", 0, PrunerSpec(pruner), sparsity, train, FinetuneConfig(), EvalConfig(), ()), "cpu")
 
 
 def _lrs(cfg: SGDConfig, steps_per_epoch: int) -> list[float]:
@@ -213,7 +215,7 @@ def test_robustbench_zoo_offline(tmp_path: Path) -> None:
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g)
     data = ImageData("cifar10", x, torch.arange(4), x, torch.arange(4), [str(i) for i in range(10)], (0.5,) * 3, (0.25,) * 3)
     raw = {"datasets": ["cifar10"], "architectures": ["wrn28_10"], "pruners": ["none"], "attacks": [{"name": "fgsm", "eps": [0.01]}],
-           "train": {"checkpoint": "robustbench:cifar10/Linf/Standard", "model_dir": str(tmp_path)}}
+           "eval": {"reference": {"linf": ["fgsm"]}}, "train": {"checkpoint": "robustbench:cifar10/Linf/Standard", "model_dir": str(tmp_path)}}
     (job,) = parse_grid(raw).jobs
     assert job.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     model, meta = load_dense(job, data, CPU)
@@ -242,7 +244,7 @@ def _grid_file(name: str) -> list[JobSpec]:
 def test_study_grid_is_the_issues_setup() -> None:
     jobs = _grid_file("study")
     assert {(j.dataset, j.architecture, j.train.n_train) for j in jobs} == {("cifar10", "resnet20", None)}  # full CIFAR-10
-    assert {j.seed for j in jobs} == {0, 1, 2} and {j.sparsity for j in jobs if j.pruner.name != "none"} == {0.3, 0.5}
+    assert {j.seed for j in jobs} == {0, 1, 2} and {j.sparsity for j in jobs if j.pruner.name not in ("none", "dense_finetuned")} == {0.3, 0.5}
     names = {j.pruner.name for j in jobs}
     assert {"l1_filter", "hrank", "expected_abs", "kl_divergence", "pls_vip", "random_filter", "layer_pls_vip"} <= names
     eps = {a.name: set(a.eps) for a in jobs[0].attacks}

@@ -73,7 +73,7 @@ def subset_indices(total: int, n: int | None, seed: int) -> Tensor | None:
     if n is None or n >= total:
         return None
     g = torch.Generator().manual_seed(seed)
-    return torch.randperm(total, generator=g)[:n].sort().values
+    return torch.randperm(total, generator=g, device=g.device)[:n].sort().values
 
 
 def batches(
