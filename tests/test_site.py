@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -159,3 +163,53 @@ def test_chart_escapes_text_and_draws_every_point() -> None:
     svg = plots.render(chart)
     assert EVIL not in svg and "&lt;script&gt;" in svg
     assert svg.count("<circle") == 2 and svg.count('class="c-err"') == 1 and 'class="c-base"' in svg
+
+
+# ---------------------------------------------------------------- a clean first command
+
+
+def _fresh_clone(tmp: Path) -> Path:
+    """A git clone of this checkout's committed state (what a newcomer gets)."""
+    clone = tmp / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, capture_output=True)
+    return clone
+
+
+def _harness_run(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(clone)}  # the clone's code, not the editable install's
+    return subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def test_cli_defaults_point_to_git_ignored_paths() -> None:
+    from harness.cli.main import DEFAULT_DB, DEFAULT_SITE, run
+    from harness.cli.submit import submit
+
+    defaults = [DEFAULT_DB, DEFAULT_SITE, Path(".harness/results.db") / "../cache/x"]
+    for fn in (run, submit):
+        sig = inspect.signature(fn)
+        defaults += [sig.parameters["db"].default, sig.parameters["site_dir"].default]
+    for path in defaults:
+        probe = str(path / "index.html") if path.suffix == "" else str(path)
+        res = subprocess.run(["git", "check-ignore", "-q", "--no-index", probe], cwd=REPO)
+        assert res.returncode == 0, f"{probe} is not git-ignored: a first run would change tracked files"
+    assert not {Path("results.db"), Path("site")} & set(defaults)  # the published board is never a default
+
+
+def test_first_run_in_a_fresh_clone_leaves_git_status_clean(tmp_path: Path, tiny_grid: Path) -> None:
+    clone = _fresh_clone(tmp_path)
+    res = _harness_run(clone, "--grid", str(tiny_grid), "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (clone / ".harness" / "site" / "index.html").is_file() and (clone / ".harness" / "results.db").is_file()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"`harness run` changed the checkout:\n{status.stdout}"
+
+
+@pytest.mark.slow
+def test_readme_first_command_leaves_git_status_clean(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "pip install -e '.[dev]' && harness run  " in readme  # the command this test runs (its `harness run` part)
+    clone = _fresh_clone(tmp_path)
+    res = _harness_run(clone)
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"the README's first command changed the checkout:\n{status.stdout}"
