@@ -195,6 +195,7 @@ def test_cli_defaults_point_to_git_ignored_paths() -> None:
     assert not {Path("results.db"), Path("site")} & set(defaults)  # the published board is never a default
 
 
+@pytest.mark.slow  # about 100 s on 2 shared cores: a clone, then a real (tiny) run
 def test_first_run_in_a_fresh_clone_leaves_git_status_clean(tmp_path: Path, tiny_grid: Path) -> None:
     clone = _fresh_clone(tmp_path)
     res = _harness_run(clone, "--grid", str(tiny_grid), "--device", "cpu")
