@@ -22,6 +22,8 @@ REFERENCE_FAMILIES = {"none", "control"}
 # The attack that defines full strength at an eps, per threat model; an eps where it did not run is weaker.
 REFERENCE_ATTACK = {"linf": "autoattack", "l2": "autoattack"}
 MIN_SEEDS_FOR_SIGNIFICANCE = 3
+# Identical per-seed changes give a half-width of rounding noise (1e-17), not evidence: below this it counts as zero.
+ZERO_WIDTH = 1e-9
 # What a pruner's sparsity counts, by family.
 UNITS = {"filter": "filters", "layer": "blocks", "unstructured": "weights"}
 REGIMES = {"standard": "standard training", "pgd_at": "PGD adversarial training", "trades": "TRADES"}
@@ -68,8 +70,8 @@ class Paired:
         """Whether to mark it: at least 3 seeds, a non-zero interval, and the interval excludes zero."""
         e = self.estimate
         return (
-            e is not None and e.n >= MIN_SEEDS_FOR_SIGNIFICANCE and e.half_width is not None and e.half_width > 0
-            and abs(e.mean) > e.half_width
+            e is not None and e.n >= MIN_SEEDS_FOR_SIGNIFICANCE and e.half_width is not None
+            and e.half_width > ZERO_WIDTH and abs(e.mean) > e.half_width
         )
 
     @classmethod
