@@ -8,6 +8,7 @@ pruners, are named by their sha256; any other absolute path is replaced by a pla
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -50,8 +51,11 @@ def source_link(path: str, commit: str | None, repo_url: str | None = None) -> s
     return f"{repo_url.rstrip('/')}/blob/{commit}/{rel}"
 
 
+@functools.lru_cache(maxsize=65536)  # provenance repeats the same strings in every job
 def scrub_text(text: str) -> str:
     """A string with every absolute path replaced: repo-relative where possible, else a placeholder."""
+    if "/" not in text and "\\" not in text and "~" not in text:
+        return text
     return _ABS.sub(lambda m: (repo_relative(m.group(0)) or LOCAL) if len(m.group(0)) > 1 else m.group(0), text)
 
 
@@ -64,5 +68,5 @@ def scrub(obj: Any, key: str = "") -> Any:
     if isinstance(obj, list):
         return [scrub(v, key) for v in obj]
     if isinstance(obj, str):
-        return scrub_text(obj)
+        return scrub_text(obj) if len(obj) < 4096 else _ABS.sub(lambda m: repo_relative(m.group(0)) or LOCAL, obj)
     return obj
