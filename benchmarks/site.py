@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import tempfile
 import time
@@ -121,7 +122,8 @@ def main() -> None:
         fill_s = time.perf_counter() - t
         out = args.out or Path(tmp) / "site"
         t, cpu = time.perf_counter(), time.process_time()
-        index = build_site(store, out)
+        stages: dict[str, float] = {}
+        index = build_site(store, out, stages=stages)
         # CPU time too: on a shared machine wall-clock time also counts other processes' turns.
         build_s, build_cpu = time.perf_counter() - t, time.process_time() - cpu
         load_s = None if args.no_browser else browser_load_seconds(index)
@@ -129,6 +131,7 @@ def main() -> None:
         print(json.dumps({
             "jobs": n_jobs, "results": n_results, "fill_seconds": round(fill_s, 2), "build_seconds": round(build_s, 2), "build_cpu_seconds": round(build_cpu, 2),
             "index_bytes": index.stat().st_size, "index_load_seconds": None if load_s is None else round(load_s, 2),
+            "stage_cpu_seconds": {k: round(v, 2) for k, v in stages.items()}, "load_average": round(os.getloadavg()[0], 1),
         }))
 
 

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -483,11 +484,20 @@ def _schema() -> list[dict[str, Any]]:
     return tables
 
 
-def build_site(store: Store, out: Path, repo_url: str | None = None) -> Path:
+def build_site(store: Store, out: Path, repo_url: str | None = None, stages: dict[str, float] | None = None) -> Path:
     """Render the leaderboard, per-pruner/architecture/job pages and CSV/JSON downloads into `out`; returns index.html.
 
     `repo_url` (else $HARNESS_REPO_URL), an https URL of the repository, links plugin sources at the jobs' commit.
+    `stages`, when given, receives the CPU seconds of each stage (benchmarks/site.py prints them).
     """
+    stages = {} if stages is None else stages
+    clock = [time.process_time()]
+
+    def stage(name: str) -> None:
+        now = time.process_time()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fams = families()
@@ -496,6 +506,7 @@ def build_site(store: Store, out: Path, repo_url: str | None = None) -> Path:
         boards = leaderboards(s, fams, threat_models(), jobs)
         rows = [r.as_dict() for r in result_rows(s)]
         counts = status_counts(s)
+    stage("queries")
     env = environment()
     views = [view(b, report.verdict) for b in boards]
     all_rows = [r for v in views for r in v.rows]
@@ -504,7 +515,9 @@ def build_site(store: Store, out: Path, repo_url: str | None = None) -> Path:
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     common = {"generated": generated, "colors": style.colors, "markers": style.markers}
 
+    stage("board views")
     _write_downloads(out, rows, jobs, boards)
+    stage("downloads")
     assets = out / "assets"
     assets.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
@@ -530,6 +543,7 @@ def build_site(store: Store, out: Path, repo_url: str | None = None) -> Path:
         )
     )
 
+    stage("index")
     jobs_by: dict[str, dict[str, list[JobRecord]]] = {"pruner": defaultdict(list), "architecture": defaultdict(list)}
     for j in jobs:
         jobs_by["pruner"][j.pruner].append(j)
@@ -558,6 +572,7 @@ def build_site(store: Store, out: Path, repo_url: str | None = None) -> Path:
                 figs[v.board.slug] = fig
             _write(out / folder / f"{slug(name)}.html", page.render(root="../", kind=kind, info=info, subs=subs, jobs=its_jobs, figures=figs, **common))
 
+    stage("pruner and architecture pages")
     job_page = env.get_template("job.html")
     (out / "jobs").mkdir(exist_ok=True)
     baselines = baseline_index(jobs, fams)
@@ -571,6 +586,7 @@ def build_site(store: Store, out: Path, repo_url: str | None = None) -> Path:
                 grid=reproduce_grid(j), flags=j.flags(), **common,
             )
         )
+    stage("job pages")
     (out / "schema.html").write_text(env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
     return index
 
