@@ -213,7 +213,7 @@ def pruner_markers(labels: Iterable[str], dense: Iterable[str]) -> dict[str, str
     """One marker per pruner label, by index in name order (never by hash: two labels must never share a look)."""
     dense = set(dense)
     others = [label for label in sorted(set(labels)) if label not in dense]
-    return {label: plots.MARKERS[i % len(plots.MARKERS)] for i, label in enumerate(others)} | {label: "square" for label in dense}
+    return {label: plots.MARKERS[i % len(plots.MARKERS)] for i, label in enumerate(others)} | {label: plots.REFERENCE_MARKER for label in dense}
 
 
 @dataclass
@@ -565,7 +565,7 @@ def build_site(store: Store, out: Path, repo_url: str | None = None, stages: dic
                     if len({r.row.sparsity for r in keep}) > 1:
                         fig = sparsity_charts(v, style, shown) + fig
                 else:
-                    curve = robustness_curve(v, name, style, limit=None)
+                    curve = robustness_curve(v, name, style, limit=12)
                     fig = ([(name, curve)] if curve else []) + board_figures(v, style, keep)
                     shown = keep
                 subs.append((v, [r for r in shown if r in keep or r.reference]))

@@ -15,8 +15,9 @@ from html import escape
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); yellow dropped for contrast.
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#882255", "#44AA99", "#999933", "#661100")
 DENSE_COLOR = "#222222"
-# Seven shapes: with ten colours, assigning both by index keeps (colour, shape) unique for 70 series.
-MARKERS = ("circle", "square", "triangle", "diamond", "down", "cross", "plus")
+# Seven shapes for pruners: with ten colours, assigning both by index keeps (colour, shape) unique for 70 series.
+MARKERS = ("circle", "triangle", "diamond", "down", "cross", "plus", "ring")
+REFERENCE_MARKER = "square"  # dense and control rows only
 DASHES = ("", "6 3", "2 3", "8 3 2 3")
 
 WIDTH, HEIGHT = 380, 260
@@ -123,6 +124,8 @@ def _marker(kind: str, x: float, y: float, fill: str, title: str) -> str:
     if kind == "cross":
         d = f"M{x - 3.5:.1f},{y - 3.5:.1f}L{x + 3.5:.1f},{y + 3.5:.1f}M{x - 3.5:.1f},{y + 3.5:.1f}L{x + 3.5:.1f},{y - 3.5:.1f}"
         return f'<path d="{d}" stroke="{fill}" stroke-width="2.4" fill="none">{t}</path>'
+    if kind == "ring":
+        return f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.6" fill="#fff" stroke="{fill}" stroke-width="2">{t}</circle>'
     if kind == "plus":
         d = f"M{x - 4.5:.1f},{y:.1f}L{x + 4.5:.1f},{y:.1f}M{x:.1f},{y - 4.5:.1f}L{x:.1f},{y + 4.5:.1f}"
         return f'<path d="{d}" stroke="{fill}" stroke-width="2.4" fill="none">{t}</path>'

@@ -19,6 +19,7 @@ LOCAL = "(local path)"
 # An absolute POSIX or Windows path, or one under the home dir; URLs (scheme://) are left alone.
 _ABS = re.compile(r"(?<![\w:/.])(?:~|[A-Za-z]:\\|/)(?:[\w.@+=-]+[/\\])*[\w.@+=-]*")
 REPO_URL_ENV = "HARNESS_REPO_URL"
+SUBMISSIONS = "registry/submissions/"  # where `harness submit` records entries: named by sha256, never by path
 
 
 def repo_relative(path: str) -> str | None:
@@ -35,10 +36,12 @@ def source_label(path: str, sha256: str = "") -> str:
     if not path or path.startswith("<"):
         return path or ""
     rel = repo_relative(path)
-    if rel is not None:
+    if rel is not None and not rel.startswith(SUBMISSIONS):
         return rel
     if "site-packages" in path:
         return "installed package: " + path.replace("\\", "/").split("site-packages/", 1)[1]
+    if rel is not None:
+        return f"submitted file with sha256 {sha256}" if sha256 else "submitted file"
     return f"file with sha256 {sha256}" if sha256 else LOCAL
 
 
@@ -46,6 +49,8 @@ def source_link(path: str, commit: str | None, repo_url: str | None = None) -> s
     """URL of a repo-relative source at a commit, when a repository URL is configured (argument or environment)."""
     repo_url = repo_url or os.environ.get(REPO_URL_ENV) or ""
     rel = repo_relative(path) if path else None
+    if rel is not None and rel.startswith(SUBMISSIONS):  # submitted files are recorded locally, not committed
+        return None
     if not repo_url.startswith("https://") or rel is None or not commit or not re.fullmatch(r"[0-9a-f]{7,40}", commit):
         return None
     return f"{repo_url.rstrip('/')}/blob/{commit}/{rel}"
