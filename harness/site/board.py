@@ -266,6 +266,7 @@ def setups_of(board: Board, eps: list[EpsInfo], control: str) -> list[Setup]:
         by[r.setup].append(r)
     out = []
     for key, rows in sorted(by.items()):
+        rows = sorted(rows, key=lambda r: r.architecture)
         jobs = [j for r in rows for j in r.jobs]
         j0 = jobs[0]
         train, data = _train(j0), j0.provenance.get("data", {})
