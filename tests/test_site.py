@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -112,7 +116,7 @@ def test_slug_is_safe_and_stable() -> None:
 def test_index_has_boards_rows_and_charts(site: Path) -> None:
     html = (site / "index.html").read_text()
     assert html.count('<table class="board">') == 1  # one dataset, one threat model
-    assert html.count("<svg class=\"chart\"") >= 3  # sparsity curves per eps and the Pareto chart
+    assert html.count("<svg class=\"chart\"") >= 2  # robust accuracy vs cost (two sparsities) and the robustness curve
     assert "jobs/a0.html" in html and "jobs/a1.html" in html  # both seeds of the row link to their jobs
     assert "⚠ gradient_masking 1/1" in html
 
@@ -159,3 +163,239 @@ def test_chart_escapes_text_and_draws_every_point() -> None:
     svg = plots.render(chart)
     assert EVIL not in svg and "&lt;script&gt;" in svg
     assert svg.count("<circle") == 2 and svg.count('class="c-err"') == 1 and 'class="c-base"' in svg
+
+
+# ---------------------------------------------------------------- a clean first command
+
+
+def _fresh_clone(tmp: Path) -> Path:
+    """A git clone of this checkout's committed state (what a newcomer gets)."""
+    clone = tmp / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, capture_output=True)
+    return clone
+
+
+def _harness_run(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(clone)}  # the clone's code, not the editable install's
+    return subprocess.run([sys.executable, "-m", "harness", "run", *args], cwd=clone, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def test_cli_defaults_point_to_git_ignored_paths() -> None:
+    from harness.cli.main import DEFAULT_DB, DEFAULT_SITE, run
+    from harness.cli.submit import submit
+
+    defaults = [DEFAULT_DB, DEFAULT_SITE, Path(".harness/results.db") / "../cache/x"]
+    for fn in (run, submit):
+        sig = inspect.signature(fn)
+        defaults += [sig.parameters["db"].default, sig.parameters["site_dir"].default]
+    for path in defaults:
+        probe = str(path / "index.html") if path.suffix == "" else str(path)
+        res = subprocess.run(["git", "check-ignore", "-q", "--no-index", probe], cwd=REPO)
+        assert res.returncode == 0, f"{probe} is not git-ignored: a first run would change tracked files"
+    assert not {Path("results.db"), Path("site")} & set(defaults)  # the published board is never a default
+
+
+@pytest.mark.slow  # about 100 s on 2 shared cores: a clone, then a real (tiny) run
+def test_first_run_in_a_fresh_clone_leaves_git_status_clean(tmp_path: Path, tiny_grid: Path) -> None:
+    clone = _fresh_clone(tmp_path)
+    res = _harness_run(clone, "--grid", str(tiny_grid), "--device", "cpu")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (clone / ".harness" / "site" / "index.html").is_file() and (clone / ".harness" / "results.db").is_file()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"`harness run` changed the checkout:\n{status.stdout}"
+
+
+@pytest.mark.slow
+def test_readme_first_command_leaves_git_status_clean(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "pip install -e '.[dev]' && harness run  " in readme  # the command this test runs (its `harness run` part)
+    clone = _fresh_clone(tmp_path)
+    res = _harness_run(clone)
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"the README's first command changed the checkout:\n{status.stdout}"
+
+
+# ---------------------------------------------------------------- what the board says
+
+E1, E8 = 1 / 255, 8 / 255
+
+
+def aa_params(seed: int, pruner: str, sparsity: float) -> dict[str, object]:
+    """Parameters of a job attacked by FGSM at 1/255 and 8/255 and by AutoAttack at 8/255 only."""
+    from test_queries import job_params
+
+    p = job_params("cifar10", "resnet20", seed, pruner, sparsity, n_examples=300)
+    p["attacks"] = [{"name": "fgsm", "eps": [E1, E8], "params": {}}, {"name": "autoattack", "eps": [E8], "params": {}}]
+    p["pruned"]["dense"]["train"] = {"epochs": 8, "n_train": 5000, "regime": "standard"}
+    return p
+
+
+def aa(clean: float, r1: float, r8: float) -> list[Metric]:
+    """Metrics with FGSM at 1/255 and 8/255 and AutoAttack at 8/255; the worst case is the minimum per eps."""
+    return [
+        Metric("clean_acc", clean), Metric("clean_acc_eval", clean), Metric("params_ratio", 0.5), Metric("macs_ratio", 0.4),
+        Metric("robust_acc", r1, "fgsm", E1), Metric("worst_case_acc", r1, "linf", E1),
+        Metric("robust_acc", r8 + 0.05, "fgsm", E8), Metric("robust_acc", r8, "autoattack", E8), Metric("worst_case_acc", r8, "linf", E8),
+    ]
+
+
+CONTROL_PROV = {"plugins": {"pruner": {"family": "control", "paper": "fine-tuned dense control"}}}
+
+
+def board_store(path: Path, seeds: int = 3, control: bool = True) -> Store:
+    """cifar10/resnet20: dense `none`, optionally `dense_finetuned`, and two pruners, over `seeds` seeds.
+
+    Against the control, l1_filter gains +5 points at 8/255 on every seed (+4, +5, +6), layer_l1 loses 2 (-1, -2, -3);
+    against `none` (the control is 10 points above it) both would look 10 points better.
+    """
+    store = Store(path)
+    for s in range(seeds):
+        add_job(store, f"none{s}", "none", 0.0, s, aa(0.5, 0.30, 0.10), dataset="cifar10", arch="resnet20", params=aa_params(s, "none", 0.0))
+        if control:
+            add_job(store, f"ctl{s}", "dense_finetuned", 0.0, s, aa(0.6, 0.40, 0.20), dataset="cifar10", arch="resnet20",
+                    params=aa_params(s, "dense_finetuned", 0.0), provenance=CONTROL_PROV)
+        base = 0.20 if control else 0.10
+        add_job(store, f"l1{s}", "l1_filter", 0.5, s, aa(0.55, 0.35, base + 0.04 + 0.01 * s), dataset="cifar10", arch="resnet20",
+                params=aa_params(s, "l1_filter", 0.5))
+        add_job(store, f"ly{s}", "layer_l1", 0.5, s, aa(0.58, 0.38, base - 0.01 - 0.01 * s), dataset="cifar10", arch="resnet20",
+                params=aa_params(s, "layer_l1", 0.5))
+    return store
+
+
+def board_view(store: Store):  # type: ignore[no-untyped-def]
+    from harness.site.board import families, threat_models, view
+    from harness.site.report import verdict
+    from harness.store.queries import leaderboards
+
+    with store.session() as s:
+        (board,) = leaderboards(s, families(), threat_models())
+    return view(board, verdict)
+
+
+def test_rows_are_ranked_by_delta_against_the_finetuned_control(tmp_path: Path) -> None:
+    v = board_view(board_store(tmp_path / "r.db"))
+    assert v.control == "dense_finetuned" and not v.fallback
+    assert v.key_column == ("worst case", E8) and v.key_strength  # the eps where AutoAttack ran
+    labels = [(r.label, r.rank) for r in v.rows]
+    assert labels == [("dense_finetuned", None), ("none", None), ("l1_filter", 1), ("layer_l1", 2)]  # references first, unranked
+    l1 = next(r for r in v.rows if r.label == "l1_filter")
+    assert [s for s, _ in l1.d_key.per_seed] == [0, 1, 2]
+    assert [round(d, 6) for _, d in l1.d_key.per_seed] == [0.04, 0.05, 0.06]
+    assert l1.d_key.mean == pytest.approx(0.05) and l1.d_key.significant
+
+
+def test_falls_back_to_the_untouched_dense_row_and_says_so(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db", control=False)
+    v = board_view(store)
+    assert v.control == "none" and v.fallback
+    l1 = next(r for r in v.rows if r.label == "l1_filter")
+    assert l1.d_key.mean == pytest.approx(0.05)
+    html = (build_site(store, tmp_path / "site").parent / "index.html").read_text()
+    assert "untouched dense model <code>none</code>" in html and "Δ robust vs none" in html
+
+
+def test_no_significance_mark_with_fewer_than_three_seeds(tmp_path: Path) -> None:
+    from harness.site.board import Paired
+
+    two = Paired.of([(0, 0.040), (1, 0.041)])
+    assert two.estimate is not None and two.estimate.half_width is not None
+    assert two.estimate.mean - two.estimate.half_width > 0  # the interval excludes 0 ...
+    assert not two.significant  # ... but two seeds are too few to mark it
+    assert not Paired.of([(0, 0.05), (1, 0.05), (2, 0.05)]).significant  # a zero half-width is no evidence either
+    assert Paired.of([(0, 0.04), (1, 0.05), (2, 0.06)]).significant
+    html = (build_site(board_store(tmp_path / "r.db", seeds=2), tmp_path / "site").parent / "index.html").read_text()
+    assert " sig" not in html
+
+
+def test_index_first_screen_content(tmp_path: Path) -> None:
+    html = (build_site(board_store(tmp_path / "r.db"), tmp_path / "site").parent / "index.html").read_text()
+    top = html[: html.index("<table")]
+    for fact in ("5,000", "8 epochs", "published 91.2 %", "300 test images", "ε=8/255: AutoAttack + FGSM", "Verdict"):
+        assert fact in top, fact
+    assert "ε=1/255: FGSM <em>(lower strength)</em>" in top  # no AutoAttack at 1/255
+    assert top.index("Verdict") < top.index("How to read") if "How to read" in top else True
+    rows = re.findall(r'<tr data-arch[^>]*>\s*<th scope="row" class="name pin"><a [^>]*>([^<]+)</a>', html)
+    assert rows == ["dense_finetuned", "none", "l1_filter", "layer_l1"]
+    assert re.search(r'class="key up sig"[^>]*>\+5\.0', html)  # 3 seeds, interval excludes 0: bold
+    assert "s0 +4.0, s1 +5.0, s2 +6.0" in html  # per-seed values shown
+
+
+def test_sort_buttons_tables_and_charts_say_what_they_are(tmp_path: Path) -> None:
+    site = build_site(board_store(tmp_path / "r.db"), tmp_path / "site").parent
+    html = (site / "index.html").read_text()
+    names = re.findall(r'<button type="button" data-name="([^"]+)"', html)
+    assert "Δ vs dense_finetuned, ε 1/255" in names and "Δ vs dense_finetuned, ε 8/255" in names
+    assert all(n != "Δ" for n in names)
+    assert '<span class="vh">Δ vs dense_finetuned, ε 8/255</span>' in html
+    assert "latency" not in re.sub(r"<caption.*?</caption>", "", html) and "flags" not in names  # empty columns hidden
+    for page in [site / "index.html", *(site / "jobs").iterdir(), *(site / "pruners").iterdir(), site / "schema.html"]:
+        text = page.read_text()
+        assert text.count("<table") == text.count("<caption>") + text.count("<caption "), page.name
+        for svg in re.findall(r"<svg.*?</svg>", text, re.S):
+            desc = re.search(r"<desc>(.*?)</desc>", svg, re.S)
+            assert desc and re.search(r"\d", desc.group(1)), f"{page.name}: a chart without values in its <desc>"
+    dots = re.findall(r"<svg.*?</svg>", html, re.S)
+    assert any("Δ robust vs dense_finetuned" in s and 'class="c-zero"' in s for s in dots)  # one sparsity: Δ with a zero line
+    curve = next(s for s in dots if "robustness curve" in s)
+    assert ">1/255</text>" in curve and ">8/255</text>" in curve and ">clean</text>" in curve
+
+
+def test_markers_by_index_never_shared() -> None:
+    from harness.site.build import pruner_markers
+
+    names = ["l1_filter", "layer_l1", "hrank", "fpgm", "taylor", "bn_scale", "random_filter"]
+    markers = pruner_markers(names, [])
+    assert len(set(markers.values())) == len(names)
+
+
+def test_chart_text_is_at_least_12px() -> None:
+    svg = plots.render(plots.Chart("t", "x", "y", [plots.Series("s", [(0.1, 0.5, None)])]))
+    assert 'font-size="12"' in svg
+    css = (REPO / "templates" / "site.css").read_text()
+    sizes = [int(x) for line in css.splitlines() if line.startswith("svg") for x in re.findall(r"(\d+)px", line)]
+    assert sizes and min(sizes) >= 12
+
+
+def test_points_at_the_same_x_are_offset() -> None:
+    chart = plots.Chart("t", "x", "y", [plots.Series("a", [(0.5, 0.5, None)]), plots.Series("b", [(0.5, 0.5, None)])], dodge=6.0)
+    xs = re.findall(r'<circle cx="([\d.]+)"', plots.render(chart))
+    assert len(xs) == 2 and abs(float(xs[0]) - float(xs[1])) == pytest.approx(6.0)
+
+
+def test_job_pages_show_percentages_and_readable_times(tmp_path: Path) -> None:
+    site = build_site(board_store(tmp_path / "r.db", seeds=1), tmp_path / "site").parent
+    page = (site / "jobs" / "l10.html").read_text()
+    assert "54.0 %" in page or "55.0 %" in page  # clean_acc 0.55
+    assert "0.55<" not in page and not re.search(r"\d\d:\d\d:\d\d\.\d+", page)  # no fractions, no microseconds
+    assert re.search(r"Finished</dt><dd>\d{4}-\d\d-\d\d \d\d:\d\d UTC after 1\.0 s", page)
+
+
+def test_published_files_hold_no_path_of_the_building_machine(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db", seeds=1)
+    prov = {
+        "plugins": {"pruner": {"name": "mine", "source": str(REPO / "registry" / "submissions" / "mine.py"), "sha256": "ab" * 32},
+                    "architecture": {"name": "resnet20", "source": "/tmp/ci/registry/architectures/cifar_resnet.py", "sha256": "cd" * 32}},
+        "data": {"source": str(Path.home() / "data" / "cifar10")},
+        "note": f"trained from {tmp_path}/cache/dense.pt",
+    }
+    add_job(store, "mine0", "mine", 0.5, 0, aa(0.5, 0.3, 0.1), dataset="cifar10", arch="resnet20", params=aa_params(0, "mine", 0.5), provenance=prov)
+    site = build_site(store, tmp_path / "site").parent
+    leaks = [str(REPO), "/tmp", str(Path.home()), str(tmp_path)]
+    for f in site.rglob("*"):
+        if f.is_file():
+            text = f.read_text()
+            assert not [x for x in leaks if x in text], f"{f.relative_to(site)} leaks {[x for x in leaks if x in text]}"
+    job = (site / "jobs" / "mine0.html").read_text()
+    assert f"submitted file with sha256 {'ab' * 32}" in job and "registry/architectures/cifar_resnet.py" in job
+    assert "registry/submissions" not in job  # a submission is named by its sha256, not by where it was recorded
+
+
+def test_sources_link_to_the_repository_at_the_commit(tmp_path: Path) -> None:
+    from harness.site.public import source_label, source_link
+
+    commit = "8341e415b3021b500d2eaf7f2a629baf9bcf6506"
+    assert source_link("/tmp/ci/registry/pruners/hrank.py", commit, "https://github.com/o/harness") == (
+        f"https://github.com/o/harness/blob/{commit}/registry/pruners/hrank.py")
+    assert source_link("/tmp/ci/registry/pruners/hrank.py", commit, None) is None or os.environ.get("HARNESS_REPO_URL")
+    assert source_label("/home/u/my_pruner.py", "ab" * 32) == f"file with sha256 {'ab' * 32}"

@@ -54,13 +54,15 @@ def _fail(exc: HarnessError) -> None:
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="Results database (SQLite).")]
+# A user's own runs go to a git-ignored folder; the published leaderboard is built with --db results.db --site-dir site.
+DEFAULT_DB, DEFAULT_SITE = Path(".harness/results.db"), Path(".harness/site")
 
 
 @app.command()
 def run(
     grid: Annotated[str, typer.Option(help="Built-in grid name or path to a .toml grid.")] = "smoke",
-    db: DbOpt = Path("results.db"),
-    site_dir: Annotated[Path, typer.Option(help="Where to render the leaderboard.")] = Path("site"),
+    db: DbOpt = DEFAULT_DB,
+    site_dir: Annotated[Path, typer.Option(help="Where to render the leaderboard.")] = DEFAULT_SITE,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (e.g. CIFAR-10).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint and dataset cache (default: .harness beside the DB).")] = None,
@@ -161,7 +163,7 @@ def list_(
 
 
 @app.command()
-def status(db: DbOpt = Path("results.db")) -> None:
+def status(db: DbOpt = DEFAULT_DB) -> None:
     """Jobs by state in the database, with the first line of each failure."""
     from harness.store.queries import failed_jobs, runs_in_flight, status_counts
     from harness.store.session import Store
@@ -194,7 +196,7 @@ def status(db: DbOpt = Path("results.db")) -> None:
 
 @app.command()
 def results(
-    db: DbOpt = Path("results.db"),
+    db: DbOpt = DEFAULT_DB,
     format: Annotated[Format, typer.Option("--format", help="table, csv or json.")] = Format.table,
 ) -> None:
     """Every stored number, one row per (job, metric)."""
@@ -225,8 +227,8 @@ def results(
 
 @app.command()
 def site(
-    db: DbOpt = Path("results.db"),
-    site_dir: Annotated[Path, typer.Option(help="Output folder.")] = Path("site"),
+    db: DbOpt = DEFAULT_DB,
+    site_dir: Annotated[Path, typer.Option(help="Output folder.")] = DEFAULT_SITE,
 ) -> None:
     """Re-render the static leaderboard from the database."""
     from harness.site.build import build_site
@@ -241,7 +243,7 @@ def site(
 
 @app.command()
 def report(
-    db: DbOpt = Path("results.db"),
+    db: DbOpt = DEFAULT_DB,
     out: Annotated[Optional[Path], typer.Option(help="Write the Markdown here instead of printing it.")] = None,
     title: Annotated[str, typer.Option(help="Heading of the report.")] = "Study results",
 ) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 import math
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,9 +22,11 @@ from markupsafe import Markup
 
 from harness.api.files import atomic_write_bytes, atomic_write_text
 from harness.api.paths import TEMPLATES_DIR
-from harness.api.plugins import architectures, attacks, pruners
+from harness.api.plugins import architectures, pruners
 from harness.api.toml_out import toml_value
-from harness.site import plots
+from harness.site import plots, report
+from harness.site.board import BoardView, Paired, ViewRow, families, threat_models, view
+from harness.site.public import scrub, source_label, source_link
 from harness.store.models import Base
 from harness.store.queries import (
     RATIOS,
@@ -33,7 +37,6 @@ from harness.store.queries import (
     JobRecord,
     SubmissionRecord,
     baseline_index,
-    baseline_of,
     job_records,
     leaderboards,
     result_rows,
@@ -94,27 +97,81 @@ def _sortv(x: float | None) -> str:
 
 
 def _est(e: Estimate | None) -> Markup:
-    """Mean in % with its confidence interval, as table-cell HTML (numbers only, nothing to escape)."""
+    """Mean in % with its 95% interval, as table-cell HTML (numbers only, nothing to escape).
+
+    An interval that would leave 0-100 % is shown as its clipped range instead of mean ± half-width.
+    """
     if e is None:
         return Markup("–")
-    ci = f'<small class="ci">±{_pct(e.half_width)}</small>' if e.half_width is not None else ""
-    return Markup(_pct(e.mean) + ci)
+    if e.half_width is None:
+        return Markup(_pct(e.mean))
+    lo, hi = e.mean - e.half_width, e.mean + e.half_width
+    if lo < 0 or hi > 1:
+        return Markup(f'{_pct(e.mean)}<small class="ci">[{_pct(max(lo, 0.0))}–{_pct(min(hi, 1.0))}]</small>')
+    return Markup(f'{_pct(e.mean)}<small class="ci">±{_pct(e.half_width)}</small>')
 
 
-def _delta(e: Estimate | None) -> Markup:
-    """Signed change in % with its confidence interval."""
+def _delta(d: Paired | Estimate | None) -> Markup:
+    """Signed change in % with its confidence interval (a change lies in -100..+100 %, so its interval is clipped there)."""
+    e = d.estimate if isinstance(d, Paired) else d
     if e is None:
         return Markup("–")
-    ci = f'<small class="ci">±{_pct(e.half_width)}</small>' if e.half_width is not None else ""
-    return Markup(_signed_pct(e.mean) + ci)
+    if e.half_width is None:
+        return Markup(_signed_pct(e.mean))
+    lo, hi = e.mean - e.half_width, e.mean + e.half_width
+    if lo < -1 or hi > 1:
+        return Markup(f'{_signed_pct(e.mean)}<small class="ci">[{_signed_pct(max(lo, -1.0))}, {_signed_pct(min(hi, 1.0))}]</small>')
+    return Markup(f'{_signed_pct(e.mean)}<small class="ci">±{_pct(e.half_width)}</small>')
 
 
-def _dclass(e: Estimate | None) -> str:
-    """CSS classes of a change: its direction, and `sig` when the 95% interval excludes zero."""
-    if e is None or e.mean != e.mean or abs(e.mean) < 5e-4:
+def _seeds(d: Paired | None) -> str:
+    """Per-seed changes as text, e.g. 's0 +1.2, s1 -0.4'."""
+    return "" if d is None else ", ".join(f"s{s} {_signed_pct(v)}" for s, v in d.per_seed)
+
+
+def _dclass(d: Paired | None) -> str:
+    """CSS classes of a change: its direction, and `sig` only when Paired.significant (>= 3 seeds, interval excludes 0)."""
+    if d is None or d.mean is None or d.mean != d.mean or abs(d.mean) < 5e-4:
         return ""
-    cls = "up" if e.mean > 0 else "down"
-    return cls + (" sig" if e.half_width is not None and abs(e.mean) > e.half_width else "")
+    return ("up" if d.mean > 0 else "down") + (" sig" if d.significant else "")
+
+
+def _when(t: datetime | None) -> str:
+    """A timestamp to the minute, in UTC."""
+    if t is None:
+        return "–"
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _duration(seconds: float | None) -> str:
+    """Seconds as a readable duration: 0.42 s, 12.3 s, 4 min 05 s, 2 h 03 min."""
+    if seconds is None or seconds != seconds:
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def _value(metric: str, v: float) -> str:
+    """A stored number as a reader wants it: accuracies and sparsities in %, times as durations."""
+    if metric.endswith("_acc") or metric.startswith(("clean_acc", "sparsity_")):
+        return f"{100 * v:.1f} %"
+    if metric.endswith("_seconds"):
+        return _duration(v)
+    if metric.endswith("_ratio"):
+        return f"{v:.3f} ×"
+    if metric.startswith("flag_"):
+        return "raised" if v >= 0.5 else "passed"
+    return _num(v, 4)
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a page atomically (temp file, then rename) without an fsync each: 10,000 fsyncs would dominate a build,
+    and a page lost to a power cut is rebuilt by the next `harness site`; a full disk leaves the old page intact."""
+    atomic_write_text(path, text, durable=False)
 
 
 def slug(name: str) -> str:
@@ -133,135 +190,171 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(est=_est, delta=_delta, dclass=_dclass, pct=_pct, signed_pct=_signed_pct, eps=_eps, num=_num, sortv=_sortv, slug=slug, tm=lambda t: THREAT_LABELS.get(t, t))
+    env.filters.update(
+        est=_est, delta=_delta, dclass=_dclass, pct=_pct, signed_pct=_signed_pct, eps=_eps, num=_num, sortv=_sortv, slug=slug,
+        seeds=_seeds, when=_when, duration=_duration, tm=lambda t: THREAT_LABELS.get(t, t),
+    )
     env.globals.update(WORST=WORST, RATIOS=RATIOS)
     return env
-
-
-def families() -> dict[str, str]:
-    """Pruner name -> family, for registered pruners."""
-    return {e.name: str(e.metadata.get("family") or getattr(e.obj, "family", "")) for e in pruners.entries()}
-
-
-def threat_models() -> dict[str, str]:
-    """Attack name -> threat model, for registered attacks."""
-    return {e.name: str(getattr(e.obj, "threat_model", "")) for e in attacks.entries()}
 
 
 # ---------------------------------------------------------------- figures
 
 
 def pruner_colors(labels: Iterable[str], dense: Iterable[str]) -> dict[str, str]:
-    """One colour per pruner label across the whole site; dense baselines in black."""
+    """One colour per pruner label across the whole site, by index in name order; dense baselines in black."""
     dense = set(dense)
-    out, i = {}, 0
-    for label in sorted(set(labels)):
-        if label in dense:
-            out[label] = plots.DENSE_COLOR
-        else:
-            out[label] = plots.color(i)
-            i += 1
-    return out
+    others = [label for label in sorted(set(labels)) if label not in dense]
+    return {label: plots.color(i) for i, label in enumerate(others)} | {label: plots.DENSE_COLOR for label in dense}
+
+
+def pruner_markers(labels: Iterable[str], dense: Iterable[str]) -> dict[str, str]:
+    """One marker per pruner label, by index in name order (never by hash: two labels must never share a look)."""
+    dense = set(dense)
+    others = [label for label in sorted(set(labels)) if label not in dense]
+    return {label: plots.MARKERS[i % len(plots.MARKERS)] for i, label in enumerate(others)} | {label: plots.REFERENCE_MARKER for label in dense}
+
+
+@dataclass
+class Style:
+    """Colour and marker of every pruner label, shared by every chart of the site."""
+
+    colors: dict[str, str]
+    markers: dict[str, str]
+
+    def series(self, label: str, points: list[tuple[float, float, float | None]], name: str | None = None, **kw: Any) -> plots.Series:
+        """A series in this label's look."""
+        return plots.Series(name or label, points, self.colors.get(label, plots.color(0)), self.markers.get(label, "circle"), **kw)
 
 
 def _est_point(x: float, e: Estimate | None) -> tuple[float, float, float | None] | None:
     return None if e is None else (x, e.mean, e.half_width)
 
 
-def sparsity_charts(board: Board, colors: dict[str, str], rows: list[BoardRow] | None = None) -> list[tuple[str, str]]:
-    """Robust accuracy vs sparsity, one chart per (architecture, eps), one line per pruner, dense as a reference line."""
-    rows = board.rows if rows is None else rows
+def _suite(v: BoardView, eps: float) -> str:
+    info = v.eps_info(eps)
+    if info is None:
+        return ""
+    return ", ".join(info.attacks) + ("" if info.reference else " (lower strength: no reference attack)")
+
+
+def _row_name(r: ViewRow | BoardRow, multi_arch: bool) -> str:
+    row = r.row if isinstance(r, ViewRow) else r
+    return row.pruner_label + (f" · {row.architecture}" if multi_arch else "")
+
+
+def delta_charts(v: BoardView, style: Style, rows: list[ViewRow] | None = None) -> list[tuple[str, str]]:
+    """One sparsity: the paired change against the reference row, one panel per eps, a zero line, per-seed ticks."""
+    rows = [r for r in (v.rows if rows is None else rows) if not r.reference]
+    multi_arch = len({r.row.architecture for r in rows}) > 1
     charts = []
-    by_arch: dict[str, list[BoardRow]] = defaultdict(list)
-    for r in rows:
-        by_arch[r.architecture].append(r)
-    multi_setup = len(board.setups) > 1
-    for arch in sorted(by_arch):
-        for col in board.worst_columns or board.columns[:1]:
-            series: dict[str, plots.Series] = {}
-            hlines = []
-            for r in by_arch[arch]:
-                label = r.pruner_label + (f" [{r.setup}]" if multi_setup else "")
-                e = r.robust.get(col)
-                if r.is_dense:
-                    if e is not None:
-                        hlines.append(plots.HLine(e.mean, f"dense {label}".strip() if multi_setup else "dense"))
-                    continue
-                p = _est_point(r.sparsity, e)
-                if p is not None:
-                    s = series.setdefault(label, plots.Series(label, [], colors.get(r.pruner_label, plots.color(0)), _marker_for(label)))
-                    s.points.append(p)
-            if not series and not hlines:
+    for col in v.board.worst_columns or v.board.columns[:1]:
+        dots = []
+        for r in rows:
+            d = r.d_robust.get(col)
+            if d is None or d.estimate is None:
                 continue
-            what = "worst case" if col[0] == WORST else col[0]
-            charts.append((arch,
-                plots.render(
-                    plots.Chart(
-                        f"{arch}: {what} ε={_eps(col[1])}",
-                        "sparsity",
-                        "robust acc. (%)",
-                        list(series.values()),
-                        hlines,
-                        x_domain=(0.0, max([r.sparsity for r in by_arch[arch]] + [0.1]) * 1.05),
-                    )
-                ),
-            ))
+            dots.append(plots.Dot(_row_name(r, multi_arch), d.estimate.mean, d.estimate.half_width, [x for _s, x in d.per_seed],
+                                  style.colors.get(r.label, plots.color(0)), style.markers.get(r.label, "circle")))
+        if not dots:
+            continue
+        what = "worst case" if col[0] == WORST else col[0]
+        charts.append(("", plots.render_dots(
+            f"Δ robust vs {v.control}, {what} ε={_eps(col[1])}", "change in robust accuracy (points)", dots,
+            desc=f"Change in robust accuracy against the {v.control} row of the same seed, in percentage points, mean ± 95% "
+                 f"interval with per-seed values; attacks at this eps: {_suite(v, col[1])}.",
+        )))
     return charts
 
 
-def _marker_for(label: str) -> str:
-    return plots.MARKERS[int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(plots.MARKERS)]
+def cost_charts(v: BoardView, style: Style, rows: list[ViewRow] | None = None) -> list[tuple[str, str]]:
+    """Several sparsities: robust accuracy at the ranking column against MACs× and params×, reference rows as lines."""
+    col = v.key_column
+    if col is None:
+        return []
+    rows = v.rows if rows is None else rows
+    charts = []
+    for arch in sorted({r.row.architecture for r in rows}):
+        mine = [r for r in rows if r.row.architecture == arch]
+        hlines = [plots.HLine(e.mean, r.label) for r in mine if r.reference and (e := r.row.robust.get(col)) is not None]
+        for ratio, name in (("macs_ratio", "MACs ×"), ("params_ratio", "params ×")):
+            series: dict[str, plots.Series] = {}
+            for r in mine:
+                cost, e = r.row.ratios.get(ratio), r.row.robust.get(col)
+                if r.reference or cost is None or e is None:
+                    continue
+                series.setdefault(r.label, style.series(r.label, [])).points.append((cost.mean, e.mean, e.half_width))
+            if not series:
+                continue
+            charts.append((arch, plots.render(plots.Chart(
+                f"{arch}: worst case ε={_eps(col[1])} vs {name}", f"{name} (pruned / dense)", "robust acc. (%)",
+                list(series.values()), hlines, x_domain=(0.0, 1.05), x_format=lambda x: f"{x:.2g}", dodge=4.0,
+                desc=f"Worst-case robust accuracy in % over the evaluation subset at ε={_eps(col[1])} ({_suite(v, col[1])}) "
+                     f"against the pruned model's {name.split()[0]} as a fraction of the dense model's; lines: reference rows.",
+            ))))
+    return charts
 
 
-def pareto_chart(board: Board, colors: dict[str, str]) -> str | None:
-    """Clean vs robust (mean worst case over eps) for every row, with the Pareto front of the board."""
-    series: dict[str, plots.Series] = {}
-    pts = []
-    for r in board.rows:
-        if r.clean is None or r.score is None:
-            continue
-        key = r.pruner_label
-        s = series.setdefault(key, plots.Series(key, [], colors.get(key, plots.color(0)), "square" if r.is_dense else "circle", line=False))
-        s.points.append((r.clean.mean, r.score.mean, None))
-        pts.append((r.clean.mean, r.score.mean))
-    if not pts:
+def robustness_curve(v: BoardView, arch: str, style: Style, limit: int | None = 6) -> str | None:
+    """Worst-case accuracy at each eps of the board, evenly spaced and labelled k/255, with clean accuracy at the left.
+
+    Reference rows and the `limit` best-ranked rows of `arch` (all of them with limit None).
+    """
+    cols = v.board.worst_columns
+    if not cols:
         return None
-    return plots.render(
-        plots.Chart(
-            f"{board.dataset} {THREAT_LABELS.get(board.threat_model, board.threat_model)}: clean vs robust",
-            "clean acc. (%)",
-            "mean worst-case acc. (%)",
-            list(series.values()),
-            front=plots.pareto_front(pts),
-            x_format=lambda v: f"{100 * v:.0f}",
-        ),
-        width=420,
-        height=300,
-    )
-
-
-def robustness_curves(board: Board, arch: str, colors: dict[str, str]) -> str | None:
-    """Worst-case accuracy vs eps (eps 0 = clean accuracy on the attacked subset), one line per row of `arch`."""
-    rows = [r for r in board.rows if r.architecture == arch]
-    sparsities = sorted({r.sparsity for r in rows if not r.is_dense})
+    mine = [r for r in v.rows if r.row.architecture == arch]
+    ranked = [r for r in mine if not r.reference]
+    shown = [r for r in mine if r.reference] + (ranked if limit is None else ranked[:limit])
+    multi_sparsity = len({r.row.sparsity for r in ranked}) > 1
     series = []
-    for r in sorted(rows, key=lambda r: (r.pruner_label, r.sparsity)):
-        pts = [p for c in board.worst_columns if (p := _est_point(c[1], r.robust.get(c))) is not None]
-        start = Estimate.of(j.get("clean_acc_eval") for j in r.jobs)  # type: ignore[misc]
-        if start is not None and pts:
-            pts.insert(0, (0.0, start.mean, start.half_width))
-        if not pts:
-            continue
-        dash = "" if r.is_dense else plots.DASHES[sparsities.index(r.sparsity) % len(plots.DASHES)]
-        label = "dense" if r.is_dense else f"{r.pruner_label} @ {r.sparsity:g}"
-        series.append(plots.Series(label, pts, colors.get(r.pruner_label, plots.color(0)), _marker_for(r.pruner_label), dash))
+    for r in shown:
+        pts = [p for i, c in enumerate(cols, 1) if (p := _est_point(float(i), r.row.robust.get(c))) is not None]
+        if r.clean_eval is not None:
+            pts.insert(0, (0.0, r.clean_eval.mean, r.clean_eval.half_width))
+        if pts:
+            name = r.label + (f" @ {r.row.sparsity:g}" if multi_sparsity and not r.reference else "")
+            series.append(style.series(r.label, pts, name, dash="" if not r.reference else "5 3"))
     if not series:
         return None
+    ticks = [(0.0, "clean")] + [(float(i), _eps(c[1])) for i, c in enumerate(cols, 1)]
+    more = "" if limit is None or len(ranked) <= limit else f" (reference rows and the {limit} best-ranked of {len(ranked)})"
     return plots.render(
-        plots.Chart(f"{arch}: robustness curves ({board.dataset}, {THREAT_LABELS.get(board.threat_model, board.threat_model)})", "ε", "worst-case acc. (%)", series, x_format=_eps),
-        width=420,
-        height=300,
+        plots.Chart(f"{arch}: robustness curve{more}", "ε (evenly spaced, not to scale)", "worst-case acc. (%)", series,
+                    x_ticks=ticks, x_domain=(-0.4, len(cols) + 0.4), dodge=5.0,
+                    desc=f"Accuracy in % over the evaluation subset ({v.rows[0].n_eval or '?'} images): clean, then the worst case "
+                         f"over the attacks at each ε; " + "; ".join(f"{_eps(c[1])}: {_suite(v, c[1])}" for c in cols)),
+        width=460, height=300,
     )
+
+
+def sparsity_charts(v: BoardView, style: Style, rows: list[ViewRow]) -> list[tuple[str, str]]:
+    """Robust accuracy vs sparsity at the ranking column, one chart per architecture, reference rows as lines."""
+    col = v.key_column
+    if col is None:
+        return []
+    charts = []
+    for arch in sorted({r.row.architecture for r in rows}):
+        mine = [r for r in rows if r.row.architecture == arch]
+        hlines = [plots.HLine(e.mean, r.label) for r in mine if r.reference and (e := r.row.robust.get(col)) is not None]
+        series: dict[str, plots.Series] = {}
+        for r in mine:
+            if not r.reference and (p := _est_point(r.row.sparsity, r.row.robust.get(col))) is not None:
+                series.setdefault(r.label, style.series(r.label, [])).points.append(p)
+        if series:
+            charts.append((arch, plots.render(plots.Chart(
+                f"{arch}: worst case ε={_eps(col[1])} vs sparsity", "sparsity", "robust acc. (%)", list(series.values()), hlines,
+                x_domain=(0.0, 1.0), dodge=4.0,
+                desc=f"Worst-case robust accuracy in % at ε={_eps(col[1])} ({_suite(v, col[1])}) against the requested sparsity.",
+            ))))
+    return charts
+
+
+def board_figures(v: BoardView, style: Style, rows: list[ViewRow] | None = None) -> list[tuple[str, str]]:
+    """The charts that carry information for these rows: Δ per pruner at one sparsity, robust vs cost at several."""
+    rows = v.rows if rows is None else rows
+    several = len({r.row.sparsity for r in rows if not r.reference}) > 1
+    return cost_charts(v, style, rows) if several else delta_charts(v, style, rows)
 
 
 # ---------------------------------------------------------------- job details
@@ -296,12 +389,28 @@ def reproduce_grid(job: JobRecord) -> str:
     return "\n".join(lines)
 
 
-def _timings(job: JobRecord) -> list[tuple[str, float]]:
-    return sorted(((m if not a else f"{m} ({a})"), v) for (m, a, _e), v in job.metrics.items() if m.endswith("_seconds"))
+def _timings(job: JobRecord) -> list[tuple[str, str]]:
+    return sorted(((m if not a else f"{m} ({a})"), _duration(v)) for (m, a, _e), v in job.metrics.items() if m.endswith("_seconds"))
 
 
-def _metric_rows(job: JobRecord) -> list[tuple[str, str, float | None, float]]:
-    return sorted(((m, a, e, v) for (m, a, e), v in job.metrics.items()), key=lambda t: (t[0], t[1], -1 if t[2] is None else t[2]))
+def _pretty(data: dict[str, Any]) -> str:
+    """JSON with one line per key, two levels deep: readable, and written by the C encoder (indent= is pure Python)."""
+    def block(d: dict[str, Any], pad: str) -> str:
+        items = [f'{pad}  {json.dumps(k)}: {block(v, pad + "  ") if isinstance(v, dict) and v and not pad else json.dumps(v, sort_keys=True, default=str)}'
+                 for k, v in sorted(d.items())]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}" if items else "{}"
+
+    return block(data, "")
+
+
+def _metric_rows(job: JobRecord) -> Markup:
+    """The job page's metrics table body, built in Python: 10,000 pages of ~50 rows are too many template calls."""
+    rows = sorted(((m, a, e, v) for (m, a, e), v in job.metrics.items()), key=lambda t: (t[0], t[1], -1 if t[2] is None else t[2]))
+    return Markup("\n".join(
+        f'<tr><td class="name">{html.escape(m)}</td><td class="name">{html.escape(a)}</td><td data-v="{_sortv(e)}">{_eps(e)}</td>'
+        f'<td data-v="{_sortv(v)}">{html.escape(_value(m, v))}</td></tr>'
+        for m, a, e, v in rows
+    ))
 
 
 # ---------------------------------------------------------------- build
@@ -315,18 +424,23 @@ class PluginInfo:
     description: str
     paper: str
     family: str
-    source: str
+    source: str  # repo-relative path, or the file named by its sha256: never a path of the building machine
+    source_url: str | None
     sha256: str
     distribution: str | None
     recorded: list[tuple[str, int]]  # (sha256 recorded by jobs, number of jobs)
 
 
-def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "", submitted: SubmissionRecord | None = None) -> PluginInfo:
+def _plugin_info(
+    kind: str, name: str, jobs: list[JobRecord], family: str = "", repo_url: str | None = None, submitted: SubmissionRecord | None = None
+) -> PluginInfo:
     reg = {"pruner": pruners, "architecture": architectures}[kind]
     recorded: dict[str, int] = defaultdict(int)
     prov: dict[str, Any] = {}
+    commit = None
     for j in jobs:
         p = j.provenance.get("plugins", {}).get(kind, {})
+        commit = commit or j.provenance.get("environment", {}).get("git_commit")
         if p:
             prov = p
             recorded[str(p.get("sha256", ""))] += 1
@@ -334,13 +448,15 @@ def _plugin_info(kind: str, name: str, jobs: list[JobRecord], family: str = "", 
     if submitted is not None:  # a submission: what its database recorded, whoever renders the site
         info = {"description": submitted.description, "paper": submitted.paper, "sha256": submitted.sha256,
                 "source": f"submitted by {submitted.author} as {submitted.original_filename}, {submitted.submitted_at:%Y-%m-%d}"}
+    raw, sha = str(info.get("source", "")), str(info.get("sha256", ""))
     return PluginInfo(
         name,
         str(info.get("description", "")),
         str(info.get("paper", "")),
         family,
-        str(info.get("source", "")),
-        str(info.get("sha256", "")),
+        source_label(raw, sha),
+        source_link(raw, commit, repo_url),
+        sha,
         info.get("distribution"),
         sorted(recorded.items(), key=lambda kv: -kv[1]),
     )
@@ -358,8 +474,20 @@ def _schema() -> list[dict[str, Any]]:
     return tables
 
 
-def build_site(store: Store, out: Path) -> Path:
-    """Render the leaderboard, per-pruner/architecture/job pages and CSV/JSON downloads into `out`; returns index.html."""
+def build_site(store: Store, out: Path, repo_url: str | None = None, stages: dict[str, float] | None = None) -> Path:
+    """Render the leaderboard, per-pruner/architecture/job pages and CSV/JSON downloads into `out`; returns index.html.
+
+    `repo_url` (else $HARNESS_REPO_URL), an https URL of the repository, links plugin sources at the jobs' commit.
+    `stages`, when given, receives the CPU seconds of each stage (benchmarks/site.py prints them).
+    """
+    stages = {} if stages is None else stages
+    clock = [time.process_time()]
+
+    def stage(name: str) -> None:
+        now = time.process_time()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fams = families()
@@ -370,36 +498,46 @@ def build_site(store: Store, out: Path) -> Path:
         counts = status_counts(s)
         # The submissions of this database (not of whichever harness renders it).
         submitted = {r.name: r for r in submission_records(s)}
+    stage("queries")
     env = environment()
-    all_rows = [r for b in boards for r in b.rows]
-    colors = pruner_colors((r.pruner_label for r in all_rows), (r.pruner_label for r in all_rows if r.is_dense))
+    views = [view(b, report.verdict) for b in boards]
+    all_rows = [r for v in views for r in v.rows]
+    refs = [r.label for r in all_rows if r.reference]
+    style = Style(pruner_colors((r.label for r in all_rows), refs), pruner_markers((r.label for r in all_rows), refs))
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    common = {"generated": generated, "colors": colors}
+    common = {"generated": generated, "colors": style.colors, "markers": style.markers}
 
+    stage("board views")
     _write_downloads(out, rows, jobs, boards)
-    atomic_write_text(out / "submissions.json", json.dumps([r.as_dict() for r in submitted.values()], indent=1, default=str))
+    _write(out / "submissions.json", json.dumps([r.as_dict() for r in submitted.values()], indent=1, default=str))
+    stage("downloads")
     assets = out / "assets"
     assets.mkdir(exist_ok=True)
     for name in ("site.css", "site.js"):
         atomic_write_bytes(assets / name, (TEMPLATES / name).read_bytes())
 
-    row_families = {r.pruner: r.family for r in all_rows}
+    row_families = {r.row.pruner: r.row.family for r in all_rows}
     filters = {
-        "architectures": sorted({r.architecture for r in all_rows}),
-        "families": sorted({r.family for r in all_rows}),
-        "sparsities": sorted({r.sparsity for r in all_rows}),
+        "architectures": sorted({r.row.architecture for r in all_rows}),
+        "families": sorted({r.row.family for r in all_rows}),
+        "sparsities": sorted({r.row.sparsity for r in all_rows}),
     }
-    figures = {b.slug: {"sparsity": sparsity_charts(b, colors), "pareto": pareto_chart(b, colors)} for b in boards}
+    figures = {}
+    for v in views:
+        archs = sorted({r.row.architecture for r in v.rows})
+        curves = [(a, c) for a in archs[:4] if (c := robustness_curve(v, a, style)) is not None]
+        figures[v.board.slug] = {"main": board_figures(v, style), "curves": curves}
     index = out / "index.html"
-    atomic_write_text(
+    _write(
         index,
         env.get_template("index.html").render(
-            root="", boards=boards, counts=counts, n_results=len(rows), n_jobs=len(jobs),
+            root="", views=views, counts=counts, n_results=len(rows), n_jobs=len(jobs),
             unfinished=sum(counts.values()) - counts.get("done", 0) - counts.get("failed", 0), filters=filters, figures=figures,
             pruner_names=sorted({j.pruner for j in jobs}), arch_names=sorted({j.architecture for j in jobs}), **common,
         )
     )
 
+    stage("index")
     jobs_by: dict[str, dict[str, list[JobRecord]]] = {"pruner": defaultdict(list), "architecture": defaultdict(list)}
     for j in jobs:
         jobs_by["pruner"][j.pruner].append(j)
@@ -408,44 +546,52 @@ def build_site(store: Store, out: Path) -> Path:
     for kind, folder in (("pruner", "pruners"), ("architecture", "architectures")):
         (out / folder).mkdir(exist_ok=True)
         for name, its_jobs in jobs_by[kind].items():
-            info = _plugin_info(kind, name, its_jobs, row_families.get(name, "") if kind == "pruner" else "", submitted.get(name) if kind == "pruner" else None)
-            sub = [_restrict(b, kind, name) for b in boards]
-            sub = [b for b in sub if b.rows]
-            figs = {}
-            for b in sub:
-                if kind == "architecture":
-                    curves = robustness_curves(b, name, colors)
-                    figs[b.slug] = ([(name, curves)] if curves else []) + [c for c in sparsity_charts(b, colors) if c[0] == name]
+            info = _plugin_info(kind, name, its_jobs, row_families.get(name, "") if kind == "pruner" else "", repo_url,
+                                submitted.get(name) if kind == "pruner" else None)
+            subs, figs = [], {}
+            for v in views:
+                keep = [r for r in v.rows if (r.row.pruner if kind == "pruner" else r.row.architecture) == name]
+                if not keep:
+                    continue
+                if kind == "pruner":
+                    archs = {r.row.architecture for r in keep}
+                    shown = [r for r in v.rows if r.reference and r.row.architecture in archs] + keep
+                    fig = board_figures(v, style, shown)
+                    if len({r.row.sparsity for r in keep}) > 1:
+                        fig = sparsity_charts(v, style, shown) + fig
                 else:
-                    full = next(x for x in boards if x.slug == b.slug)
-                    dense = [r for r in full.rows if r.is_dense and r.architecture in {x.architecture for x in b.rows}]
-                    figs[b.slug] = sparsity_charts(full, colors, b.rows + dense)
-            atomic_write_text(
-                out / folder / f"{slug(name)}.html",
-                page.render(root="../", kind=kind, info=info, boards=sub, jobs=its_jobs, figures=figs, **common)
-            )
+                    curve = robustness_curve(v, name, style, limit=12)
+                    fig = ([(name, curve)] if curve else []) + board_figures(v, style, keep)
+                    shown = keep
+                subs.append((v, [r for r in shown if r in keep or r.reference]))
+                figs[v.board.slug] = fig
+            _write(out / folder / f"{slug(name)}.html", page.render(root="../", kind=kind, info=info, subs=subs, jobs=its_jobs, figures=figs, **common))
 
+    stage("pruner and architecture pages")
     job_page = env.get_template("job.html")
     (out / "jobs").mkdir(exist_ok=True)
     baselines = baseline_index(jobs, fams)
     for j in jobs:
-        base = baseline_of(j, baselines)
-        atomic_write_text(
+        base = _baseline(j, baselines)
+        _write(
             out / "jobs" / f"{slug(j.key)}.html",
             job_page.render(
                 root="../", job=j, baseline=None if base is None or base.key == j.key else base, timings=_timings(j),
-                metrics=_metric_rows(j), params=json.dumps(j.params, indent=2, sort_keys=True),
-                provenance=json.dumps(j.provenance, indent=2, sort_keys=True), grid=reproduce_grid(j), flags=j.flags(), **common,
+                metrics=_metric_rows(j), params=_pretty(scrub(j.params)), provenance=_pretty(scrub(j.provenance)),
+                grid=reproduce_grid(j), flags=j.flags(), **common,
             )
         )
-    atomic_write_text(out / "schema.html", env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
+    stage("job pages")
+    _write(out / "schema.html", env.get_template("schema.html").render(root="", tables=_schema(), metrics=METRICS, fields=CSV_FIELDS, **common))
     return index
 
 
-def _restrict(board: Board, kind: str, name: str) -> Board:
-    keep = [r for r in board.rows if (r.pruner if kind == "pruner" else r.architecture) == name]
-    cols = [c for c in board.columns if any(c in r.robust for r in keep)]
-    return Board(board.dataset, board.threat_model, cols, keep)
+def _baseline(job: JobRecord, index: dict[str, list[JobRecord]]) -> JobRecord | None:
+    """queries.baseline_of without hashing: the same choice (same trained model, same evaluation if any), by dict equality."""
+    candidates = index.get(job.dense_key, [])
+    ev, at = job.params.get("eval"), job.params.get("attacks")
+    same = [c for c in candidates if c.params.get("eval") == ev and c.params.get("attacks") == at]
+    return (same or candidates or [None])[0]
 
 
 def _estimate_fields(prefix: str, e: Estimate | None) -> dict[str, Any]:
@@ -475,23 +621,24 @@ def leaderboard_records(boards: list[Board]) -> list[dict[str, Any]]:
 
 
 def _write_downloads(out: Path, rows: list[dict[str, Any]], jobs: list[JobRecord], boards: list[Board]) -> None:
-    atomic_write_text(out / "results.json", json.dumps(rows, separators=(",", ":")))
+    _write(out / "results.json", json.dumps(rows, separators=(",", ":")))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "results.csv", buf.getvalue())
+    writer = csv.writer(buf, lineterminator="\r\n")  # a plain writer: DictWriter costs seconds at 500,000 rows
+    writer.writerow(CSV_FIELDS)
+    writer.writerows([r[f] for f in CSV_FIELDS] for r in rows)
+    _write(out / "results.csv", buf.getvalue())
     meta = [
         {"job_key": j.key, "dataset": j.dataset, "architecture": j.architecture, "pruner": j.pruner_label, "sparsity": j.sparsity, "seed": j.seed,
-         "duration_s": j.duration_s, "finished_at": j.finished_at.isoformat() if j.finished_at else None, "params": j.params, "provenance": j.provenance}
+         "duration_s": j.duration_s, "finished_at": j.finished_at.isoformat() if j.finished_at else None,
+         "params": scrub(j.params), "provenance": scrub(j.provenance)}
         for j in jobs
     ]
-    atomic_write_text(out / "jobs.json", json.dumps(meta, separators=(",", ":"), default=str))
+    _write(out / "jobs.json", json.dumps(meta, separators=(",", ":"), default=str))
     records = leaderboard_records(boards)
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for rec in records for k in rec))
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in rec.items()} for rec in records)
-    atomic_write_text(out / "leaderboard.csv", buf.getvalue())
+    _write(out / "leaderboard.csv", buf.getvalue())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness.site.build import families, threat_models
+from harness.site.board import families, threat_models
 from harness.store.queries import (
     MIN_SEEDS,
     SIGNIFICANCE,

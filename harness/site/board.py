@@ -1,0 +1,333 @@
+"""What a leaderboard shows: the reference row, paired deltas against it, the ranking, the setup summary.
+
+Pure functions over the store's query results (Board, BoardRow, JobRecord): no SQL and no HTML here, so the
+site and its tests read the same view of a board.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.api.plugins import architectures, attacks, pruners
+from harness.store.queries import WORST, Board, BoardRow, Column, Estimate, JobRecord
+
+CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
+UNTOUCHED = "none"  # the dense model as trained: the fallback reference
+REFERENCE_FAMILIES = {"none", "control"}
+# The attack that defines full strength at an eps, per threat model; an eps where it did not run is weaker.
+REFERENCE_ATTACK = {"linf": "autoattack", "l2": "autoattack"}
+MIN_SEEDS_FOR_SIGNIFICANCE = 3
+# Identical per-seed changes give a half-width of rounding noise (1e-17), not evidence: below this it counts as zero.
+ZERO_WIDTH = 1e-9
+# What a pruner's sparsity counts, by family.
+UNITS = {"filter": "filters", "layer": "blocks", "unstructured": "weights"}
+REGIMES = {"standard": "standard training", "pgd_at": "PGD adversarial training", "trades": "TRADES"}
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd_linf": "PGD", "pgd_l2": "PGD-L2", "autoattack": "AutoAttack", "apgd": "APGD",
+                "square": "Square", "cw_l2": "C&W-L2", "deepfool": "DeepFool", "fab": "FAB"}
+# Published clean test accuracy of the standard dense models (what a reader expects): (value, source).
+ANCHORS: dict[tuple[str, str], tuple[float, str]] = {
+    ("cifar10", "resnet20"): (0.9125, "He et al., CVPR 2016, Table 6"),
+    ("cifar10", "resnet32"): (0.9249, "He et al., CVPR 2016, Table 6"),
+    ("cifar10", "resnet56"): (0.9303, "He et al., CVPR 2016, Table 6"),
+    ("cifar10", "resnet110"): (0.9357, "He et al., CVPR 2016, Table 6"),
+}
+
+
+def families() -> dict[str, str]:
+    """Pruner name -> family, for registered pruners."""
+    return {e.name: str(e.metadata.get("family") or getattr(e.obj, "family", "")) for e in pruners.entries()}
+
+
+def threat_models() -> dict[str, str]:
+    """Attack name -> threat model, for registered attacks."""
+    return {e.name: str(getattr(e.obj, "threat_model", "")) for e in attacks.entries()}
+
+
+def is_reference(row: BoardRow) -> bool:
+    """Whether a row is a dense model (untouched or fine-tuned control): shown for reference, never ranked."""
+    return row.family in REFERENCE_FAMILIES or row.pruner in (CONTROL, UNTOUCHED)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A change against the reference row, paired per seed: the per-seed values and their estimate."""
+
+    per_seed: tuple[tuple[int, float], ...]
+    estimate: Estimate | None
+
+    @property
+    def mean(self) -> float | None:
+        """Mean change, or None without pairs."""
+        return None if self.estimate is None else self.estimate.mean
+
+    @property
+    def significant(self) -> bool:
+        """Whether to mark it: at least 3 seeds, a non-zero interval, and the interval excludes zero."""
+        e = self.estimate
+        return (
+            e is not None and e.n >= MIN_SEEDS_FOR_SIGNIFICANCE and e.half_width is not None
+            and e.half_width > ZERO_WIDTH and abs(e.mean) > e.half_width
+        )
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[int, float]]) -> Paired:
+        """From (seed, change) pairs."""
+        ps = tuple(sorted(pairs))
+        return cls(ps, Estimate.of(v for _s, v in ps))
+
+
+def value(job: JobRecord, threat_model: str, col: Column) -> float | None:
+    """A job's robust accuracy in a board column."""
+    attack, eps = col
+    return job.get("worst_case_acc", threat_model, eps) if attack == WORST else job.get("robust_acc", attack, eps)
+
+
+@dataclass(frozen=True)
+class EpsInfo:
+    """One eps of a board: the attacks that ran at it and whether the reference attack is among them."""
+
+    eps: float
+    attacks: tuple[str, ...]
+    reference: bool
+
+
+@dataclass
+class Method:
+    """What the site says about a pruner: its paper (and link when registered), family, unit of sparsity."""
+
+    paper: str
+    url: str
+    family: str
+    unit: str
+
+
+@dataclass
+class ViewRow:
+    """A board row as shown: reference or ranked, with its changes against the reference row."""
+
+    row: BoardRow
+    reference: bool
+    rank: int | None
+    d_clean: Paired
+    d_robust: dict[Column, Paired]
+    d_key: Paired  # the change the ranking uses (worst case at the reference eps)
+    clean_eval: Estimate | None
+    n_eval: int | None
+    regime: str
+    method: Method
+
+    @property
+    def label(self) -> str:
+        """The row's pruner label."""
+        return self.row.pruner_label
+
+
+@dataclass
+class Setup:
+    """What one configuration of a board ran: data, budget, evaluation and attacks."""
+
+    key: str
+    dataset: str
+    n_train: int | None
+    train_total: int | None
+    epochs: int | None
+    finetune_epochs: int | None
+    regime: str
+    n_eval: int | None
+    seeds: list[int]
+    eps: list[EpsInfo]
+    dense_clean: list[tuple[str, Estimate | None, tuple[float, str] | None]] = field(default_factory=list)
+
+
+@dataclass
+class BoardView:
+    """Everything a board's section shows, computed once."""
+
+    board: Board
+    control: str  # the pruner name of the reference rows (CONTROL, or UNTOUCHED as the fallback)
+    key_column: Column | None
+    key_strength: bool  # whether the ranking column's eps ran the reference attack
+    eps: list[EpsInfo]
+    setups: list[Setup]
+    rows: list[ViewRow]
+    verdict: str = ""
+    single_sparsity: bool = True
+    has_latency: bool = False
+    has_flags: bool = False
+    has_costs: bool = False
+
+    @property
+    def fallback(self) -> bool:
+        """Whether the board compares against the untouched dense model (no fine-tuned control ran)."""
+        return self.control != CONTROL
+
+    def eps_info(self, eps: float) -> EpsInfo | None:
+        """The EpsInfo of one eps."""
+        return next((e for e in self.eps if abs(e.eps - eps) < 1e-12), None)
+
+
+def attack_label(spec: dict[str, Any]) -> str:
+    """A short name of an attack as configured, e.g. PGD-10."""
+    name = str(spec.get("name", ""))
+    steps = (spec.get("params") or {}).get("steps")
+    return ATTACK_NAMES.get(name, name) + (f"-{steps}" if steps else "")
+
+
+def eps_infos(board: Board) -> list[EpsInfo]:
+    """Per eps, the attack suite that ran at it (from the jobs' parameters) and whether it includes the reference."""
+    ref = REFERENCE_ATTACK.get(board.threat_model)
+    columns = {(a, e) for a, e in board.columns if a != WORST and "/" not in a}  # AutoAttack's parts belong to it
+    # eps -> attack name -> label as configured (e.g. pgd_linf -> PGD-10)
+    by_eps: dict[float, dict[str, str]] = defaultdict(dict)
+    seen: set[str] = set()
+    for r in board.rows:
+        for j in r.jobs:
+            if j.setup in seen:  # the attack list is part of the setup: one job per setup says it all
+                continue
+            seen.add(j.setup)
+            for spec in j.params.get("attacks", []):
+                name = str(spec.get("name", ""))
+                for e in spec.get("eps", []):
+                    if isinstance(e, (int, float)) and (name, float(e)) in columns:
+                        by_eps[float(e)][name] = attack_label(spec)
+    for a, e in columns:  # an attack in the results but not in the parameters still gets named
+        by_eps[e].setdefault(a, ATTACK_NAMES.get(a, a))
+    return [EpsInfo(e, tuple(sorted(names.values(), key=str.lower)), ref in names) for e, names in sorted(by_eps.items())]
+
+
+def key_column(board: Board, eps: list[EpsInfo]) -> tuple[Column | None, bool]:
+    """The ranking column: worst case at the largest eps where the reference attack ran, else at the largest eps."""
+    worst = {c[1]: c for c in board.worst_columns}
+    strong = [e.eps for e in eps if e.reference and e.eps in worst]
+    if strong:
+        return worst[max(strong)], True
+    if worst:
+        return worst[max(worst)], False
+    cols = board.attack_columns
+    return (max(cols, key=lambda c: c[1]), False) if cols else (None, False)
+
+
+def _train(job: JobRecord) -> dict[str, Any]:
+    return job.params.get("pruned", {}).get("dense", {}).get("train") or {}
+
+
+def regime_of(job: JobRecord) -> str:
+    """The training regime of a job's dense model."""
+    return str(_train(job).get("regime") or "standard")
+
+
+def method_of(row: BoardRow) -> Method:
+    """Paper, link and unit of a row's pruner, from its registration (or the provenance the jobs recorded)."""
+    meta: dict[str, Any] = {}
+    if row.pruner in pruners:
+        entry = pruners.get(row.pruner)
+        meta = {**entry.as_dict(), **{k: v for k, v in entry.metadata.items() if isinstance(v, str)}}
+    else:
+        meta = next((j.provenance.get("plugins", {}).get("pruner", {}) for j in row.jobs if j.provenance.get("plugins")), {})
+    url = str(meta.get("url") or meta.get("doi") or "")
+    if url and not url.startswith("https://"):
+        url = "https://doi.org/" + url if re.fullmatch(r"10\.\d{4,}/\S+", url) else ""
+    return Method(str(meta.get("paper") or ""), url, row.family, UNITS.get(row.family, ""))
+
+
+def _controls(board: Board) -> tuple[str, dict[str, JobRecord]]:
+    """The reference pruner of a board and its jobs by dense key (the trained model they share)."""
+    name = CONTROL if any(r.pruner == CONTROL for r in board.rows) else UNTOUCHED
+    by_dense: dict[str, JobRecord] = {}
+    for r in board.rows:
+        if r.pruner == name:
+            for j in r.jobs:
+                by_dense.setdefault(j.dense_key, j)
+    return name, by_dense
+
+
+def paired(row: BoardRow, controls: dict[str, JobRecord], get: Any) -> Paired:
+    """Per-seed change of `get(job)` against the control job trained from the same dense model."""
+    pairs = []
+    for j in row.jobs:
+        c = controls.get(j.dense_key)
+        if c is None or c is j:
+            continue
+        a, b = get(j), get(c)
+        if a is not None and b is not None and not (math.isnan(a) or math.isnan(b)):
+            pairs.append((j.seed, a - b))
+    return Paired.of(pairs)
+
+
+def setups_of(board: Board, eps: list[EpsInfo], control: str) -> list[Setup]:
+    """One summary per configuration of the board (usually one)."""
+    by: dict[str, list[BoardRow]] = defaultdict(list)
+    for r in board.rows:
+        by[r.setup].append(r)
+    out = []
+    for key, rows in sorted(by.items()):
+        rows = sorted(rows, key=lambda r: r.architecture)
+        jobs = [j for r in rows for j in r.jobs]
+        j0 = jobs[0]
+        train, data = _train(j0), j0.provenance.get("data", {})
+        ft = next((j.params["pruned"].get("finetune") for j in jobs if j.params.get("pruned", {}).get("finetune")), None)
+        s = Setup(
+            key, board.dataset, train.get("n_train"), data.get("train"), train.get("epochs"), (ft or {}).get("epochs"),
+            regime_of(j0), j0.params.get("eval", {}).get("n_examples"), sorted({j.seed for j in jobs}), eps,
+        )
+        for r in rows:
+            if r.pruner == control or (r.pruner == UNTOUCHED and control == UNTOUCHED):
+                anchor = ANCHORS.get((board.dataset, r.architecture)) or _registered_anchor(r.architecture)
+                s.dense_clean.append((r.architecture, r.clean, anchor))
+        out.append(s)
+    return out
+
+
+def _registered_anchor(arch: str) -> tuple[float, str] | None:
+    if arch not in architectures:
+        return None
+    meta = architectures.get(arch).metadata
+    a = meta.get("anchor")
+    return (float(a), str(meta.get("anchor_source", meta.get("paper", "")))) if isinstance(a, (int, float)) else None
+
+
+def view(board: Board, verdict: Any = None) -> BoardView:
+    """The board as shown: reference rows first (unranked), then pruned rows ranked by their change at the key column.
+
+    `verdict(rows, column)` writes the verdict sentence (harness.site.report.verdict); a row without a change
+    at the key column ranks after every row with one.
+    """
+    eps = eps_infos(board)
+    col, strong = key_column(board, eps)
+    control, controls = _controls(board)
+    tm = board.threat_model
+    out: list[ViewRow] = []
+    for r in board.rows:
+        j0 = r.jobs[0]
+        ref = is_reference(r)
+        d_robust = {c: paired(r, controls, lambda j, c=c: value(j, tm, c)) for c in board.columns} if not ref else {}
+        d_key = d_robust.get(col) if col else None
+        out.append(ViewRow(
+            r, ref, None,
+            Paired.of(()) if ref else paired(r, controls, lambda j: j.get("clean_acc")),
+            d_robust, d_key or Paired.of(()),
+            Estimate.of(j.get("clean_acc_eval") for j in r.jobs),  # type: ignore[misc]
+            j0.params.get("eval", {}).get("n_examples"), regime_of(j0), method_of(r),
+        ))
+
+    def rank_key(v: ViewRow) -> tuple[Any, ...]:
+        robust = v.row.robust.get(col) if col else None
+        return (v.d_key.mean is None, -(v.d_key.mean or 0.0), -(robust.mean if robust else -1.0), v.row.architecture, v.label, v.row.sparsity)
+
+    refs = sorted((v for v in out if v.reference), key=lambda v: (v.row.architecture, v.row.pruner != control, v.label))
+    ranked = sorted((v for v in out if not v.reference), key=rank_key)
+    for i, v in enumerate(ranked, 1):
+        v.rank = i
+    bv = BoardView(board, control, col, strong, eps, setups_of(board, eps, control), refs + ranked)
+    bv.single_sparsity = len({v.row.sparsity for v in ranked}) <= 1
+    bv.has_latency = any("latency_ms_b1_ratio" in r.ratios for r in board.rows)
+    bv.has_costs = any(m in r.ratios for r in board.rows for m in ("params_ratio", "macs_ratio"))
+    bv.has_flags = any(r.flags for r in board.rows)
+    if verdict is not None and col is not None:
+        bv.verdict = str(verdict(board.rows, col))
+    return bv
