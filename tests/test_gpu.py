@@ -19,6 +19,7 @@ from harness.api.plugins import architectures, attacks, pruners
 from harness.scheduling.runner import RunOptions, run
 from harness.store import Store
 from harness.store.queries import result_rows
+from tests.conftest import TIMING
 
 pytestmark = [
     pytest.mark.gpu,
@@ -26,7 +27,6 @@ pytestmark = [
 ]
 CUDA = torch.device("cuda")
 # Metrics that measure time, not the model: they differ between two runs of the same job.
-TIMING = ("seconds", "img_per_s", "latency_ms")
 
 
 def metric_values(db: Path) -> dict[tuple[str, str, str, float | None], float]:

@@ -20,7 +20,7 @@ import pytest
 
 from harness.api.files import WriteError, atomic_write_bytes
 from harness.scheduling.runner import RunOptions, run
-from tests.conftest import TINY_GRID
+from tests.conftest import TIMING, TINY_GRID
 
 
 class FullDisk(io.FileIO):
@@ -77,11 +77,13 @@ def test_full_disk_while_writing_the_site_keeps_the_old_site(tmp_path: Path, mon
 def test_full_disk_while_saving_a_checkpoint_fails_that_job_and_the_grid_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tomllib
 
+    from harness.api.config import for_device
     from harness.engine.grid import parse_grid
 
     grid = tmp_path / "g.toml"
     grid.write_text(TINY_GRID.replace('pruners = ["none", "l1_filter"]', 'pruners = ["none", "l1_filter", "random_filter"]').replace("epochs = 4", "epochs = 1"))
-    jobs = {j.pruner.name: j for j in parse_grid(tomllib.loads(grid.read_text())).jobs}
+    # Keys as the runner takes them, with "auto" precision resolved for the CPU.
+    jobs = {j.pruner.name: for_device(j, "cpu") for j in parse_grid(tomllib.loads(grid.read_text())).jobs}
     fill_disk(monkeypatch, f"/pruned/.{jobs['l1_filter'].pruned_key}.pt.")  # only l1_filter's checkpoint meets a full disk
     summary = run(RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=0))
     assert summary.done == 2 and [k for k, _ in summary.failed] == [jobs["l1_filter"].key]
@@ -260,7 +262,6 @@ def test_workers_running_a_submission_start_in_an_empty_private_folder_sandboxed
 
 # ---------------------------------------------------------------- SIGTERM, SIGHUP, SIGKILL of a real `harness run`
 
-TIMING = ("_seconds", "latency_ms")
 
 
 def result_rows(db: Path) -> dict[tuple, float]:
@@ -307,6 +308,7 @@ def make_reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """Run the three-job grid once, uninterrupted."""
     import tomllib
 
+    from harness.api.config import for_device
     from harness.engine.grid import parse_grid
 
     tmp = tmp_path_factory.mktemp("reference")
@@ -315,7 +317,8 @@ def make_reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     ref = harness_run(["--grid", str(grid), "--device", "cpu", "--db", str(tmp / "ref.db"), "--cache-dir", str(tmp / "cache"), "--site-dir", str(tmp / "site")], tmp)
     _, stderr = ref.communicate(timeout=900)
     assert ref.returncode == 0, stderr[-2000:]
-    job = next(j for j in parse_grid(tomllib.loads(grid.read_text())).jobs if j.pruner.name == "random_filter")
+    # Keyed as the runner keys it, with "auto" precision resolved for the CPU.
+    job = for_device(next(j for j in parse_grid(tomllib.loads(grid.read_text())).jobs if j.pruner.name == "random_filter"), "cpu")
     return Reference(grid, tmp / "ref.db", tmp / "cache", tmp / "cache" / "artifacts" / "pruned" / f"{job.pruned_key}.lock")
 
 

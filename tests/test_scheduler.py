@@ -14,11 +14,8 @@ import pytest
 from harness.engine.grid import parse_grid
 from harness.scheduling.dag import build_dag
 from harness.scheduling.runner import RunOptions, run
-from tests.conftest import TINY_GRID
+from tests.conftest import TIMING, TINY_GRID
 from tests.test_reliability import Reference, make_reference
-
-# Metrics that measure time vary between runs; everything else must be identical.
-TIMING = ("_seconds", "latency_ms")
 
 FLAKY_PLUGINS = '''
 import time

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import socket
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -596,10 +598,7 @@ class RunProgress:
 
 
 def driver_gone(driver: str | None) -> bool:
-    """Whether a driver named host:pid ran on this host and its process no longer exists."""
-    import os
-    import socket
-
+    """Whether a process named host:pid ran on this host and no longer exists (a driver, or a job's owner)."""
     host, _, pid = (driver or "").partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False

@@ -30,6 +30,7 @@ from harness.store.models import (
     Submission,
     utcnow,
 )
+from harness.store.queries import driver_gone
 from harness.store.schema import SCHEMA_VERSION, check_current
 
 
@@ -226,15 +227,7 @@ def _abandoned(job: Job, now: datetime, stale_after: timedelta) -> bool:
     if beat is None or now - beat > stale_after:
         return True
     host, _, rest = (job.owner or "").partition(":")
-    pid = rest.split(":", 1)[0]
-    if host == socket.gethostname() and pid.isdigit():
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-    return False
+    return driver_gone(f"{host}:{rest.split(':', 1)[0]}")
 
 
 def owner_id(run_id: int) -> str:

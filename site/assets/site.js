@@ -16,7 +16,9 @@
     var current = th.getAttribute("aria-sort");
     // First click on a numeric column ranks high to low (accuracies), on a text column A to Z; rank # ascending.
     var numeric = tbody.rows.length && tbody.rows[0].cells[index] && tbody.rows[0].cells[index].hasAttribute("data-v");
-    var first = index === 0 || !numeric ? "ascending" : "descending";
+    var button = th.querySelector("button");
+    var name = button ? (button.getAttribute("data-name") || button.textContent.trim()) : "";
+    var first = name === "rank" || !numeric ? "ascending" : "descending";
     var dir = current ? (current === "ascending" ? "descending" : "ascending") : first;
     var sign = dir === "ascending" ? 1 : -1;
     var rows = Array.prototype.slice.call(tbody.rows);
@@ -34,6 +36,9 @@
     tbody.appendChild(frag);
     Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) { c.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", dir);
+    // Screen readers hear the column's full name ("Δ vs control, ε 1/255"), not its short label ("Δ").
+    var status = table.querySelector(".sort-status");
+    if (status) status.textContent = "Sorted by " + name + ", " + dir;
   }
 
   function applyFilters() {
@@ -69,6 +74,11 @@
       });
     });
     document.querySelectorAll("select[data-filter]").forEach(function (s) { s.addEventListener("change", applyFilters); });
+    // The scroll cue shows only where a table is wider than its box.
+    document.querySelectorAll(".scroll-cue").forEach(function (cue) {
+      var wrap = cue.nextElementSibling;
+      if (wrap && wrap.scrollWidth <= wrap.clientWidth + 1) cue.hidden = true;
+    });
     var toggle = document.querySelector("input[data-toggle='attack-cols']");
     if (toggle) {
       // Per-attack columns start folded where a toggle can unfold them; the worst case summarises them.
