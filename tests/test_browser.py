@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_queries import add_job, linf
-from test_site import board_store
 
 from harness.site.build import build_site, slug
 from harness.store.session import Store
+from tests.test_queries import add_job, linf
+from tests.test_site import board_store
 
 pytestmark = pytest.mark.browser
 
@@ -284,7 +284,7 @@ def test_every_chart_has_a_desc_and_12px_text(browser: Any, board_site: Path) ->
 
 def test_no_published_file_holds_an_absolute_path(browser: Any, tmp_path: Path) -> None:
     """Build with provenance that records this machine's paths; neither the files nor the rendered pages may show them."""
-    from test_site import aa, aa_params
+    from tests.test_site import aa, aa_params
 
     store = board_store(tmp_path / "r.db", seeds=1)
     repo = Path(__file__).resolve().parent.parent
