@@ -123,10 +123,10 @@ def test_sorting_changes_row_order(page: Any) -> None:
     assert ranks == sorted(ranks) and before[: before.count("ref")] == ["ref"] * before.count("ref")  # references first
     clean_name = "clean accuracy on the whole test set"
     header(page, clean_name).click()
-    clean = [float(re.split("[±[]", v)[0]) for v in column(page, clean_name)]
+    clean = [float(re.split(r"[±[(]", v)[0]) for v in column(page, clean_name)]
     assert clean == sorted(clean, reverse=True) and column(page, "rank") != before
     header(page, clean_name).click()
-    clean = [float(re.split("[±[]", v)[0]) for v in column(page, clean_name)]
+    clean = [float(re.split(r"[±[(]", v)[0]) for v in column(page, clean_name)]
     assert clean == sorted(clean)
     assert page.locator("table.board th[aria-sort]").first.get_attribute("aria-sort") == "ascending"
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import torch
 
-from harness.api.metrics import Metric
+from harness.api.config import PROTOCOL_VERSION
+from harness.api.metrics import Metric, pack_outcomes
 from harness.engine.grid import load_grid, parse_grid
 from harness.site import plots
 from harness.site.build import build_site, reproduce_grid, slug
@@ -228,22 +230,31 @@ def aa_params(seed: int, pruner: str, sparsity: float) -> dict[str, object]:
     p = job_params("cifar10", "resnet20", seed, pruner, sparsity, n_examples=300)
     p["attacks"] = [{"name": "fgsm", "eps": [E1, E8], "params": {}}, {"name": "autoattack", "eps": [E8], "params": {}}]
     p["pruned"]["dense"]["train"] = {"epochs": 8, "n_train": 5000, "regime": "standard"}
+    p["protocol"] = PROTOCOL_VERSION
     return p
+
+
+def outcomes(acc: float, n: int = 300) -> dict[str, object]:
+    """Per-example outcomes of an accuracy on n images: the first round(acc * n) correct (nested, so pairs are one-sided)."""
+    mask = torch.arange(n) < round(acc * n)
+    data, count = pack_outcomes(mask)
+    return {"outcomes": data, "n_examples": count}
 
 
 def aa(clean: float, r1: float, r8: float) -> list[Metric]:
     """Metrics with FGSM at 1/255 and 8/255 and AutoAttack at 8/255; the worst case is the minimum per eps."""
     return [
-        Metric("clean_acc", clean), Metric("clean_acc_eval", clean), Metric("params_ratio", 0.5), Metric("macs_ratio", 0.4),
-        Metric("robust_acc", r1, "fgsm", E1), Metric("worst_case_acc", r1, "linf", E1),
-        Metric("robust_acc", r8 + 0.05, "fgsm", E8), Metric("robust_acc", r8, "autoattack", E8), Metric("worst_case_acc", r8, "linf", E8),
+        Metric("clean_acc", clean), Metric("clean_acc_eval", clean, **outcomes(clean)), Metric("params_ratio", 0.5), Metric("macs_ratio", 0.4),
+        Metric("robust_acc", r1, "fgsm", E1, **outcomes(r1)), Metric("worst_case_acc", r1, "linf", E1, **outcomes(r1)),
+        Metric("robust_acc", r8 + 0.05, "fgsm", E8, **outcomes(r8 + 0.05)), Metric("robust_acc", r8, "autoattack", E8, **outcomes(r8)),
+        Metric("worst_case_acc", r8, "linf", E8, **outcomes(r8)),
     ]
 
 
 CONTROL_PROV = {"plugins": {"pruner": {"family": "control", "paper": "fine-tuned dense control"}}}
 
 
-def board_store(path: Path, seeds: int = 3, control: bool = True) -> Store:
+def board_store(path: Path, seeds: int = 3, control: bool = True, outdated: str = "") -> Store:
     """cifar10/resnet20: dense `none`, optionally `dense_finetuned`, and two pruners, over `seeds` seeds.
 
     Against the control, l1_filter gains +5 points at 8/255 on every seed (+4, +5, +6), layer_l1 loses 2 (-1, -2, -3);
@@ -259,7 +270,7 @@ def board_store(path: Path, seeds: int = 3, control: bool = True) -> Store:
         add_job(store, f"l1{s}", "l1_filter", 0.5, s, aa(0.55, 0.35, base + 0.04 + 0.01 * s), dataset="cifar10", arch="resnet20",
                 params=aa_params(s, "l1_filter", 0.5))
         add_job(store, f"ly{s}", "layer_l1", 0.5, s, aa(0.58, 0.38, base - 0.01 - 0.01 * s), dataset="cifar10", arch="resnet20",
-                params=aa_params(s, "layer_l1", 0.5))
+                params=aa_params(s, "layer_l1", 0.5) | ({"protocol": 1} if outdated == "layer_l1" else {}))
     return store
 
 
@@ -295,17 +306,39 @@ def test_falls_back_to_the_untouched_dense_row_and_says_so(tmp_path: Path) -> No
     assert "untouched dense model <code>none</code>" in html and "Δ robust vs none" in html
 
 
-def test_no_significance_mark_with_fewer_than_three_seeds(tmp_path: Path) -> None:
+def test_significance_comes_from_the_paired_test_and_needs_three_seeds(tmp_path: Path) -> None:
     from harness.site.board import Paired
 
-    two = Paired.of([(0, 0.040), (1, 0.041)])
-    assert two.estimate is not None and two.estimate.half_width is not None
-    assert two.estimate.mean - two.estimate.half_width > 0  # the interval excludes 0 ...
-    assert not two.significant  # ... but two seeds are too few to mark it
-    assert not Paired.of([(0, 0.05), (1, 0.05), (2, 0.05)]).significant  # a zero half-width is no evidence either
-    assert Paired.of([(0, 0.04), (1, 0.05), (2, 0.06)]).significant
-    html = (build_site(board_store(tmp_path / "r.db", seeds=2), tmp_path / "site").parent / "index.html").read_text()
+    v = board_view(board_store(tmp_path / "r3.db"))
+    l1 = next(r for r in v.rows if r.label == "l1_filter")
+    t = l1.d_key.test
+    assert t is not None and (t.gained, t.lost) == (45, 0)  # 12 + 15 + 18 images gained over the control
+    assert l1.d_key.p_value == pytest.approx(2 * 0.5**45) and l1.d_key.significant
+    # A consistent per-seed change is no longer enough: without per-example outcomes there is no test and no mark.
+    assert not Paired.of([(0, 0.04), (1, 0.05), (2, 0.06)]).significant
+    v2 = board_view(board_store(tmp_path / "r2.db", seeds=2))
+    l1 = next(r for r in v2.rows if r.label == "l1_filter")
+    assert l1.d_key.p_value is not None and l1.d_key.p_value < 1e-6 and not l1.d_key.significant  # two seeds: no mark
+    html = (build_site(board_store(tmp_path / "r2b.db", seeds=2), tmp_path / "site").parent / "index.html").read_text()
     assert not re.search(r'class="[^"]*\bsig\b', html)  # no cell carries the significance class
+    assert '<small class="p">p&lt;0.0001</small>' in html  # ... but the p-value is shown
+    assert "±" not in html.split("<tbody>")[1].split("</tbody>")[0]  # and no t interval from two seeds
+
+
+def test_rows_of_an_older_protocol_are_marked_and_the_csv_carries_the_paired_tests(tmp_path: Path) -> None:
+    out = build_site(board_store(tmp_path / "r.db", outdated="layer_l1"), tmp_path / "site").parent
+    html = (out / "index.html").read_text()
+    marked = re.findall(r'<a [^>]*>([^<]+)</a> <span class="outdated"', html)
+    assert marked == ["layer_l1"]  # only the row whose jobs ran under protocol 1
+    assert "older protocol version (current: " in html
+    rows = {r["pruner"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert rows["layer_l1"]["protocol"] == "1" and rows["l1_filter"]["protocol"] == str(PROTOCOL_VERSION)
+    l1 = rows["l1_filter"]
+    key = f"worst_case@{E8:g}"
+    assert float(l1[f"delta_vs_control_{key}"]) == pytest.approx(0.05)  # against the control ...
+    assert float(l1[f"delta_vs_dense_{key}"]) == pytest.approx(0.15)  # ... and against the untouched dense model
+    assert float(l1[f"p_vs_control_{key}"]) == pytest.approx(2 * 0.5**45)
+    assert l1["unit"] == "filters" and rows["none"][f"p_vs_control_{key}"] == ""
 
 
 def test_index_first_screen_content(tmp_path: Path) -> None:

@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
-from harness.store.queries import WORST, Board, BoardRow, Column, Estimate, JobRecord
+from harness.store.queries import DELTA, WORST, Board, BoardRow, Column, Estimate, JobRecord, PairedTest
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
 UNTOUCHED = "none"  # the dense model as trained: the fallback reference
 REFERENCE_FAMILIES = {"none", "control"}
 # The attack that defines full strength at an eps, per threat model; an eps where it did not run is weaker.
 REFERENCE_ATTACK = {"linf": "autoattack", "l2": "autoattack"}
-MIN_SEEDS_FOR_SIGNIFICANCE = 3
-# Identical per-seed changes give a half-width of rounding noise (1e-17), not evidence: below this it counts as zero.
-ZERO_WIDTH = 1e-9
 # What a pruner's sparsity counts, by family.
 UNITS = {"filter": "filters", "layer": "blocks", "unstructured": "weights"}
 REGIMES = {"standard": "standard training", "pgd_at": "PGD adversarial training", "trades": "TRADES"}
@@ -55,10 +52,12 @@ def is_reference(row: BoardRow) -> bool:
 
 @dataclass(frozen=True)
 class Paired:
-    """A change against the reference row, paired per seed: the per-seed values and their estimate."""
+    """A change against the reference row, paired per seed: the per-seed values, their estimate, the paired test."""
 
     per_seed: tuple[tuple[int, float], ...]
     estimate: Estimate | None
+    # The exact McNemar test over the shared evaluation images x seeds (None where no per-example outcomes pair up).
+    test: PairedTest | None = None
 
     @property
     def mean(self) -> float | None:
@@ -66,25 +65,28 @@ class Paired:
         return None if self.estimate is None else self.estimate.mean
 
     @property
+    def p_value(self) -> float | None:
+        """Two-sided p-value of the paired test, or None without one."""
+        return None if self.test is None else self.test.p_value
+
+    @property
     def significant(self) -> bool:
-        """Whether to mark it: at least 3 seeds, a non-zero interval, and the interval excludes zero."""
-        e = self.estimate
-        return (
-            e is not None and e.n >= MIN_SEEDS_FOR_SIGNIFICANCE and e.half_width is not None
-            and e.half_width > ZERO_WIDTH and abs(e.mean) > e.half_width
-        )
+        """Whether to mark it: the paired test's verdict (p < 0.05 with at least 3 seeds); never from a t interval."""
+        return self.test is not None and self.test.significant
 
     @classmethod
-    def of(cls, pairs: Iterable[tuple[int, float]]) -> Paired:
+    def of(cls, pairs: Iterable[tuple[int, float]], test: PairedTest | None = None) -> Paired:
         """From (seed, change) pairs."""
         ps = tuple(sorted(pairs))
-        return cls(ps, Estimate.of(v for _s, v in ps))
+        return cls(ps, Estimate.of((v for _s, v in ps), DELTA), test)
 
-
-def value(job: JobRecord, threat_model: str, col: Column) -> float | None:
-    """A job's robust accuracy in a board column."""
-    attack, eps = col
-    return job.get("worst_case_acc", threat_model, eps) if attack == WORST else job.get("robust_acc", attack, eps)
+    @classmethod
+    def from_test(cls, test: PairedTest | None) -> Paired:
+        """From a paired test that knows its seeds (queries.compare fills them)."""
+        if test is None:
+            return cls((), None)
+        seeds = test.seeds or tuple(range(len(test.per_seed)))
+        return cls.of(zip(seeds, test.per_seed), test)
 
 
 @dataclass(frozen=True)
@@ -300,12 +302,13 @@ def view(board: Board, verdict: Any = None) -> BoardView:
     eps = eps_infos(board)
     col, strong = key_column(board, eps)
     control, controls = _controls(board)
-    tm = board.threat_model
     out: list[ViewRow] = []
     for r in board.rows:
         j0 = r.jobs[0]
         ref = is_reference(r)
-        d_robust = {c: paired(r, controls, lambda j, c=c: value(j, tm, c)) for c in board.columns} if not ref else {}
+        # The store's paired tests pick the reference job as the report does (same trained model, same fine-tuning).
+        tests = r.vs_dense if control == UNTOUCHED else r.vs_control
+        d_robust = {c: Paired.from_test(tests.get(c)) for c in board.columns} if not ref else {}
         d_key = d_robust.get(col) if col else None
         out.append(ViewRow(
             r, ref, None,

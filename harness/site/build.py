@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
+from harness.api.config import PROTOCOL_VERSION
 from harness.api.files import atomic_write_bytes, atomic_write_text
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, pruners
@@ -29,12 +30,14 @@ from harness.site.board import BoardView, Paired, ViewRow, families, threat_mode
 from harness.site.public import scrub, source_label, source_link
 from harness.store.models import Base
 from harness.store.queries import (
+    MIN_SEEDS,
     RATIOS,
     WORST,
     Board,
     BoardRow,
     Estimate,
     JobRecord,
+    PairedTest,
     SubmissionRecord,
     baseline_index,
     job_records,
@@ -99,12 +102,15 @@ def _sortv(x: float | None) -> str:
 def _est(e: Estimate | None) -> Markup:
     """Mean in % with its 95% interval, as table-cell HTML (numbers only, nothing to escape).
 
-    An interval that would leave 0-100 % is shown as its clipped range instead of mean ± half-width.
+    With fewer than 3 seeds the per-seed values replace the interval; an interval that would leave 0-100 % is
+    shown as its clipped range instead of mean ± half-width.
     """
     if e is None:
         return Markup("–")
     if e.half_width is None:
         return Markup(_pct(e.mean))
+    if e.n < MIN_SEEDS:  # a t interval from 2 seeds is 12.7 standard errors wide: the seeds themselves say more
+        return Markup(f'{_pct(e.mean)}<small class="ci" title="per seed">({", ".join(_pct(x) for x in e.values)})</small>')
     lo, hi = e.mean - e.half_width, e.mean + e.half_width
     if lo < 0 or hi > 1:
         return Markup(f'{_pct(e.mean)}<small class="ci">[{_pct(max(lo, 0.0))}–{_pct(min(hi, 1.0))}]</small>')
@@ -112,16 +118,25 @@ def _est(e: Estimate | None) -> Markup:
 
 
 def _delta(d: Paired | Estimate | None) -> Markup:
-    """Signed change in % with its confidence interval (a change lies in -100..+100 %, so its interval is clipped there)."""
+    """Signed change in % with its interval (from 3 seeds up, clipped to -100..+100 %) and the paired test's p-value.
+
+    With fewer than 3 seeds a t interval is too wide to mean anything (t = 12.7 at 2 seeds): the per-seed values,
+    shown beside the cell, say more.
+    """
     e = d.estimate if isinstance(d, Paired) else d
     if e is None:
         return Markup("–")
-    if e.half_width is None:
-        return Markup(_signed_pct(e.mean))
-    lo, hi = e.mean - e.half_width, e.mean + e.half_width
-    if lo < -1 or hi > 1:
-        return Markup(f'{_signed_pct(e.mean)}<small class="ci">[{_signed_pct(max(lo, -1.0))}, {_signed_pct(min(hi, 1.0))}]</small>')
-    return Markup(f'{_signed_pct(e.mean)}<small class="ci">±{_pct(e.half_width)}</small>')
+    text = _signed_pct(e.mean)
+    if e.half_width is not None and e.n >= MIN_SEEDS:
+        lo, hi = e.mean - e.half_width, e.mean + e.half_width
+        if lo < -1 or hi > 1:
+            text += f'<small class="ci">[{_signed_pct(max(lo, -1.0))}, {_signed_pct(min(hi, 1.0))}]</small>'
+        else:
+            text += f'<small class="ci">±{_pct(e.half_width)}</small>'
+    p = d.p_value if isinstance(d, Paired) else None
+    if p is not None:  # floored, so that an exact tail of 1e-30 does not read as precision
+        text += '<small class="p">' + ("p&lt;0.0001" if p < 1e-4 else f"p={p:.2g}") + "</small>"
+    return Markup(text)
 
 
 def _seeds(d: Paired | None) -> str:
@@ -130,7 +145,7 @@ def _seeds(d: Paired | None) -> str:
 
 
 def _dclass(d: Paired | None) -> str:
-    """CSS classes of a change: its direction, and `sig` only when Paired.significant (>= 3 seeds, interval excludes 0)."""
+    """CSS classes of a change: its direction, and `sig` only when Paired.significant (McNemar p < 0.05, >= 3 seeds)."""
     if d is None or d.mean is None or d.mean != d.mean or abs(d.mean) < 5e-4:
         return ""
     return ("up" if d.mean > 0 else "down") + (" sig" if d.significant else "")
@@ -194,7 +209,7 @@ def environment() -> Environment:
         est=_est, delta=_delta, dclass=_dclass, pct=_pct, signed_pct=_signed_pct, eps=_eps, num=_num, sortv=_sortv, slug=slug,
         seeds=_seeds, when=_when, duration=_duration, tm=lambda t: THREAT_LABELS.get(t, t),
     )
-    env.globals.update(WORST=WORST, RATIOS=RATIOS)
+    env.globals.update(WORST=WORST, RATIOS=RATIOS, PROTOCOL_VERSION=PROTOCOL_VERSION, OUTDATED=report.OUTDATED)
     return env
 
 
@@ -598,21 +613,33 @@ def _estimate_fields(prefix: str, e: Estimate | None) -> dict[str, Any]:
     return {prefix: None if e is None else e.mean, f"{prefix}_ci95": None if e is None else e.half_width}
 
 
+def _test_fields(prefix: str, t: PairedTest | None) -> dict[str, Any]:
+    """A paired test as CSV fields: the mean change and its exact McNemar p-value (empty where it has none)."""
+    return {f"delta_{prefix}": None if t is None else t.delta, f"p_{prefix}": None if t is None else t.p_value}
+
+
 def leaderboard_records(boards: list[Board]) -> list[dict[str, Any]]:
-    """The leaderboards flattened, one record per row with means and 95% CI half-widths (leaderboard.csv)."""
+    """The leaderboards flattened, one record per row (leaderboard.csv).
+
+    Per column: mean and 95% CI half-width over seeds; `delta_*` against the untouched dense model (per-seed t
+    interval); `delta_vs_control_*` / `delta_vs_dense_*` with `p_vs_control_*` / `p_vs_dense_*`, the paired changes
+    and their exact McNemar p-values (the numbers the board and `harness report` mark significance by).
+    """
     out = []
     for b in boards:
         for r in b.rows:
             rec: dict[str, Any] = {
                 "dataset": b.dataset, "threat_model": b.threat_model, "rank": r.rank, "architecture": r.architecture,
                 "pruner": r.pruner_label, "family": r.family, "sparsity": r.sparsity, "setup": r.setup,
-                "seeds": " ".join(map(str, r.seeds)), "job_keys": " ".join(j.key for j in r.jobs),
+                "seeds": " ".join(map(str, r.seeds)), "job_keys": " ".join(j.key for j in r.jobs), "protocol": r.protocol,
+                "unit": r.unit,
             }
             rec |= _estimate_fields("clean_acc", r.clean) | _estimate_fields("delta_clean_acc", r.delta_clean)
             rec |= _estimate_fields("mean_worst_case_acc", r.score) | _estimate_fields("delta_mean_worst_case_acc", r.delta_score)
             for c in b.columns:
                 name = f"{'worst_case' if c[0] == WORST else c[0]}@{c[1]:g}"
                 rec |= _estimate_fields(name, r.robust.get(c)) | _estimate_fields(f"delta_{name}", r.delta_robust.get(c))
+                rec |= _test_fields(f"vs_control_{name}", r.vs_control.get(c)) | _test_fields(f"vs_dense_{name}", r.vs_dense.get(c))
             for m in RATIOS:
                 rec |= _estimate_fields(m, r.ratios.get(m))
             rec["flags"] = " ".join(f"{k}:{v}" for k, v in r.flags.items())

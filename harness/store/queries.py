@@ -10,6 +10,7 @@ MIN_SEEDS seeds, and the per-seed values are always shown. Intervals of accuraci
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -229,6 +230,7 @@ class PairedTest:
     per_seed: tuple[float, ...]  # the difference of each seed, in seed order
     gained: int  # images x seeds correct in the row only
     lost: int  # images x seeds correct in the reference only
+    seeds: tuple[int, ...] = ()  # the seed of each per-seed difference, when the caller knows them
 
     @property
     def significant(self) -> bool:
@@ -447,6 +449,7 @@ def control_of(job: JobRecord, index: dict[tuple[str, str], list[JobRecord]]) ->
 def compare(members: list[tuple[JobRecord, dict[Column, float]]], reference: Callable[[JobRecord], JobRecord | None], threat_models: dict[str, str], tm: str) -> dict[Column | str, PairedTest]:
     """Paired tests of a row's jobs against their per-seed references, for clean accuracy and every shared column."""
     pairs: dict[Column | str, list[tuple[float, float, np.ndarray | None, np.ndarray | None]]] = defaultdict(list)
+    seeds: dict[Column | str, list[int]] = defaultdict(list)
     for job, cols in members:
         ref = reference(job)
         if ref is None or ref.key == job.key:
@@ -455,10 +458,12 @@ def compare(members: list[tuple[JobRecord, dict[Column, float]]], reference: Cal
         clean, rclean = job.get("clean_acc_eval"), ref.get("clean_acc_eval")
         if clean is not None and rclean is not None:
             pairs["clean"].append((clean, rclean, outcomes_of(job, "clean", tm), outcomes_of(ref, "clean", tm)))
+            seeds["clean"].append(job.seed)
         for col, v in cols.items():
             if col in rcols:
                 pairs[col].append((v, rcols[col], outcomes_of(job, col, tm), outcomes_of(ref, col, tm)))
-    return {c: t for c, ps in pairs.items() if (t := paired_test(ps)) is not None}
+                seeds[col].append(job.seed)
+    return {c: dataclasses.replace(t, seeds=tuple(seeds[c])) for c, ps in pairs.items() if (t := paired_test(ps)) is not None}
 
 
 def baseline_index(jobs: list[JobRecord], families: dict[str, str]) -> dict[str, list[JobRecord]]:
