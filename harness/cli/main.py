@@ -247,7 +247,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="Write the Markdown here instead of printing it.")] = None,
     title: Annotated[str, typer.Option(help="Heading of the report.")] = "Study results",
 ) -> None:
-    """Markdown report of the study: paired changes against the dense models, with confidence intervals."""
+    """Markdown report of the study: each pruned row against the fine-tuned control and the dense model, paired, with McNemar p-values."""
     from harness.site.report import report as make_report
     from harness.store.session import Store
 
