@@ -158,6 +158,15 @@ def test_pareto_front_and_ticks() -> None:
     assert plots.pareto_front(pts) == [(0.8, 0.3), (0.85, 0.2), (0.9, 0.1)]
     assert plots.nice_ticks(0.0, 1.0) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert plots.nice_ticks(0.12, 0.31)[0] >= 0.12
+    assert [plots.step_digits(s) for s in (20, 2.5, 0.25, 0.1)] == [0, 1, 2, 1]
+
+
+def test_small_changes_get_distinct_tick_labels() -> None:
+    # Changes under one point (e.g. robust accuracy near 0 at 8/255): ticks 0.25 points apart must not all read "-0".
+    svg = plots.render_dots("t", "points", [plots.Dot("a", -0.007, None, [-0.004, -0.01])])
+    labels = re.findall(r'<text class="c-tick"[^>]*text-anchor="middle">([^<]+)</text>', svg)
+    assert len(labels) == len(set(labels)) >= 3, labels
+    assert "-0" not in labels
 
 
 def test_chart_escapes_text_and_draws_every_point() -> None:
@@ -294,6 +303,27 @@ def test_rows_are_ranked_by_delta_against_the_finetuned_control(tmp_path: Path) 
     assert [s for s, _ in l1.d_key.per_seed] == [0, 1, 2]
     assert [round(d, 6) for _, d in l1.d_key.per_seed] == [0.04, 0.05, 0.06]
     assert l1.d_key.mean == pytest.approx(0.05) and l1.d_key.significant
+
+
+def test_ranking_column_is_where_the_reference_row_still_has_robustness() -> None:
+    from harness.site.board import EpsInfo, key_column
+    from harness.store.queries import WORST, Board, BoardRow, Estimate
+
+    def board(ctl8: float) -> Board:
+        cols = [(WORST, E1), (WORST, 2 / 255), (WORST, E8)]
+        rows = []
+        for name, accs in (("dense_finetuned", (0.30, 0.15, ctl8)), ("l1_filter", (0.20, 0.10, 0.0))):
+            r = BoardRow("resnet20", name, name, "", 0.0, "s", [])
+            r.robust = {c: Estimate(a, None, 1) for c, a in zip(cols, accs)}
+            rows.append(r)
+        return Board("cifar10", "linf", cols, rows)
+
+    eps = [EpsInfo(e, ("AutoAttack",), True) for e in (E1, 2 / 255, E8)]
+    # At 8/255 the control is at 0 %: the largest eps where it keeps >= 10 % ranks (2/255), whatever the pruned rows do.
+    assert key_column(board(0.0), eps, "dense_finetuned") == ((WORST, 2 / 255), True)
+    assert key_column(board(0.12), eps, "dense_finetuned") == ((WORST, E8), True)
+    weak8 = [EpsInfo(E1, ("AutoAttack",), True), EpsInfo(2 / 255, ("FGSM",), False), EpsInfo(E8, ("AutoAttack",), True)]
+    assert key_column(board(0.0), weak8, "dense_finetuned") == ((WORST, E1), True)  # only reference-strength eps count
 
 
 def test_falls_back_to_the_untouched_dense_row_and_says_so(tmp_path: Path) -> None:

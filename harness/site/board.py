@@ -21,6 +21,8 @@ UNTOUCHED = "none"  # the dense model as trained: the fallback reference
 REFERENCE_FAMILIES = {"none", "control"}
 # The attack that defines full strength at an eps, per threat model; an eps where it did not run is weaker.
 REFERENCE_ATTACK = {"linf": "autoattack", "l2": "autoattack"}
+# Robust accuracy the reference row must keep at an eps for that eps to rank rows (a column at 0 % ranks nothing).
+INFORMATIVE = 0.10
 # What a pruner's sparsity counts, by family.
 UNITS = {"filter": "filters", "layer": "blocks", "unstructured": "weights"}
 REGIMES = {"standard": "standard training", "pgd_at": "PGD adversarial training", "trades": "TRADES"}
@@ -202,12 +204,25 @@ def eps_infos(board: Board) -> list[EpsInfo]:
     return [EpsInfo(e, tuple(sorted(names.values(), key=str.lower)), ref in names) for e, names in sorted(by_eps.items())]
 
 
-def key_column(board: Board, eps: list[EpsInfo]) -> tuple[Column | None, bool]:
-    """The ranking column: worst case at the largest eps where the reference attack ran, else at the largest eps."""
+def key_column(board: Board, eps: list[EpsInfo], reference: str = "") -> tuple[Column | None, bool]:
+    """The ranking column: worst case at a reference-strength eps where the reference row still has robustness to lose.
+
+    That is the largest reference-strength eps at which the `reference` rows keep at least INFORMATIVE robust
+    accuracy, else the smallest reference-strength eps: at 8/255 a naturally trained model sits at 0 %, and a column
+    where every row is 0 ranks nothing. The choice reads only the reference rows, never the pruned ones, so it cannot
+    favour a pruner. Without a reference attack anywhere: the largest eps, flagged as lower strength.
+    """
     worst = {c[1]: c for c in board.worst_columns}
-    strong = [e.eps for e in eps if e.reference and e.eps in worst]
+    strong = sorted(e.eps for e in eps if e.reference and e.eps in worst)
     if strong:
-        return worst[max(strong)], True
+        refs = [r for r in board.rows if r.pruner == reference]
+
+        def informative(e: float) -> bool:
+            vals = [est.mean for r in refs if (est := r.robust.get(worst[e])) is not None]
+            return bool(vals) and min(vals) >= INFORMATIVE
+
+        kept = [e for e in strong if informative(e)]
+        return worst[max(kept) if kept else strong[0]], True
     if worst:
         return worst[max(worst)], False
     cols = board.attack_columns
@@ -300,8 +315,8 @@ def view(board: Board, verdict: Any = None) -> BoardView:
     at the key column ranks after every row with one.
     """
     eps = eps_infos(board)
-    col, strong = key_column(board, eps)
     control, controls = _controls(board)
+    col, strong = key_column(board, eps, control)
     out: list[ViewRow] = []
     for r in board.rows:
         j0 = r.jobs[0]

@@ -89,6 +89,14 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return ticks
 
 
+def step_digits(step: float) -> int:
+    """Decimals that print every multiple of a tick step exactly (2.5 -> 1, 0.25 -> 2, 20 -> 0)."""
+    for d in range(6):
+        if abs(round(step, d) - step) < 1e-9 * max(1.0, abs(step)):
+            return d
+    return 6
+
+
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points not dominated in both coordinates (higher is better in both), sorted by x."""
     front: list[tuple[float, float]] = []
@@ -232,8 +240,11 @@ class Dot:
 
 def render_dots(title: str, x_label: str, dots: list[Dot], desc: str = "", width: int = WIDTH,
                 fmt: Callable[[float], str] = lambda v: f"{100 * v:+.1f}",
-                tick_format: Callable[[float], str] = lambda v: f"{100 * v:+.0f}" if abs(v) > 1e-12 else "0") -> str:
-    """A horizontal dot plot of changes (one row per label) with CIs, per-seed ticks and a zero line."""
+                tick_format: Callable[[float], str] | None = None) -> str:
+    """A horizontal dot plot of changes (one row per label) with CIs, per-seed ticks and a zero line.
+
+    Ticks are in points, with as many decimals as their step needs (a 0.25-point step must not read -0, -0, 0).
+    """
     row_h, label_w = 22, min(150, 12 + 7 * max((len(d.label) for d in dots), default=4))
     height = MARGIN_T + row_h * max(len(dots), 1) + MARGIN_B
     left = label_w + 8
@@ -255,9 +266,17 @@ def render_dots(title: str, x_label: str, dots: list[Dot], desc: str = "", width
     )
     out = _open(title, f"{desc} {values}.".strip(), width, height)
     bottom = MARGIN_T + row_h * max(len(dots), 1)
-    for t in nice_ticks(x0, x1):
+    ticks = nice_ticks(x0, x1)
+    digits = step_digits(100 * (ticks[1] - ticks[0])) if len(ticks) > 1 else 0
+
+    def tick_text(v: float) -> str:
+        if tick_format is not None:
+            return tick_format(v)
+        return f"{100 * v:+.{digits}f}" if abs(v) > 1e-12 else "0"
+
+    for t in ticks:
         out.append(f'<line class="c-grid" x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{MARGIN_T}" y2="{bottom}"/>')
-        out.append(f'<text class="c-tick" x="{sx(t):.1f}" y="{bottom + 16}" text-anchor="middle">{escape(tick_format(t))}</text>')
+        out.append(f'<text class="c-tick" x="{sx(t):.1f}" y="{bottom + 16}" text-anchor="middle">{escape(tick_text(t))}</text>')
     out.append(f'<line class="c-zero" x1="{sx(0):.1f}" x2="{sx(0):.1f}" y1="{MARGIN_T}" y2="{bottom}"><title>no change</title></line>')
     out.append(f'<text class="c-label" x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle">{escape(x_label)}</text>')
     for i, d in enumerate(dots):
