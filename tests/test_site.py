@@ -371,6 +371,18 @@ def test_rows_of_an_older_protocol_are_marked_and_the_csv_carries_the_paired_tes
     assert l1["unit"] == "filters" and rows["none"][f"p_vs_control_{key}"] == ""
 
 
+def test_a_rerun_under_a_newer_protocol_replaces_the_old_rows(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db", outdated="layer_l1")
+    for s in range(2):  # an old run of l1_filter, set up exactly like the new one: it must neither show nor merge
+        add_job(store, f"old-l1{s}", "l1_filter", 0.5, s, aa(0.9, 0.9, 0.9), dataset="cifar10", arch="resnet20",
+                params=aa_params(s, "l1_filter", 0.5) | {"protocol": 1})
+    v = board_view(store)
+    l1 = next(r for r in v.rows if r.label == "l1_filter")
+    assert [j.key for j in l1.row.jobs] == ["l10", "l11", "l12"] and not l1.row.outdated
+    ly = next(r for r in v.rows if r.label == "layer_l1")
+    assert ly.row.outdated  # no newer run of layer_l1: it stays, marked
+
+
 def test_index_first_screen_content(tmp_path: Path) -> None:
     html = (build_site(board_store(tmp_path / "r.db"), tmp_path / "site").parent / "index.html").read_text()
     top = html[: html.index("<table")]

@@ -488,11 +488,24 @@ def _family(job: JobRecord, families: dict[str, str]) -> str:
     return families.get(job.pruner) or str(job.provenance.get("plugins", {}).get("pruner", {}).get("family", "")) or "unknown"
 
 
+def newest_protocol(jobs: list[JobRecord]) -> list[JobRecord]:
+    """Jobs minus those superseded: a job whose (dataset, architecture, pruner, sparsity) also ran under a newer protocol.
+
+    A rerun under a new protocol replaces the old rows on the boards instead of sitting beside them (or merging
+    into their seeds); an old row with no newer run stays, marked as outdated. The store keeps every job.
+    """
+    newest: dict[tuple[str, str, str, float], int] = {}
+    for j in jobs:
+        k = (j.dataset, j.architecture, j.pruner_label, j.sparsity)
+        newest[k] = max(newest.get(k, 0), j.protocol)
+    return [j for j in jobs if j.protocol >= newest[(j.dataset, j.architecture, j.pruner_label, j.sparsity)]]
+
+
 def leaderboards(s: Session, families: dict[str, str] | None = None, threat_models: dict[str, str] | None = None, jobs: list[JobRecord] | None = None) -> list[Board]:
     """One board per (dataset, threat model); rows are (architecture, pruner, sparsity, setup) over seeds, ranked."""
     families = families or {}
     threat_models = threat_models or {}
-    jobs = job_records(s) if jobs is None else jobs
+    jobs = newest_protocol(job_records(s) if jobs is None else jobs)
     baselines = baseline_index(jobs, families)
     controls = control_index(jobs, families)
     # (dataset, threat model) -> row key -> [(job, its columns in that threat model)]
