@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from harness.api.config import (
+    MODEL_PROTOCOL,
     PROTOCOL_VERSION,
     EvalConfig,
     FinetuneConfig,
@@ -94,15 +95,18 @@ def test_dense_training_and_calibration_use_the_same_subset(digits: ImageData, m
 
 def test_protocol_version_is_in_every_key() -> None:
     job = _job(PrunerSpec("l1_filter"), 0.5, 1)
-    assert job.dense_params()["protocol"] == job.pruned_params()["protocol"] == job.params()["protocol"] == PROTOCOL_VERSION
+    assert job.params()["protocol"] == PROTOCOL_VERSION
+    assert job.dense_params()["protocol"] == job.pruned_params()["protocol"] == MODEL_PROTOCOL <= PROTOCOL_VERSION
     import harness.api.config as config
 
     keys = (job.dense_key, job.pruned_key, job.key)
-    try:
+    try:  # an evaluation-only change: new job keys, the cached models stay valid
         config.PROTOCOL_VERSION = PROTOCOL_VERSION + 1
+        assert (job.dense_key, job.pruned_key) == keys[:2] and job.key != keys[2]
+        config.MODEL_PROTOCOL = MODEL_PROTOCOL + 1  # a change to training, pruning or fine-tuning: every key changes
         assert all(a != b for a, b in zip(keys, (job.dense_key, job.pruned_key, job.key)))
     finally:
-        config.PROTOCOL_VERSION = PROTOCOL_VERSION
+        config.PROTOCOL_VERSION, config.MODEL_PROTOCOL = PROTOCOL_VERSION, MODEL_PROTOCOL
 
 
 @pytest.mark.parametrize("name", ["l1_filter", "random_filter"])

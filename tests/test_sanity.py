@@ -103,6 +103,28 @@ def test_converged_pgd_is_not_flagged(trained_cnn: nn.Module, digits: ImageData)
     assert {f"{m.metric}:{m.attack}": m.value for m in out}["flag_not_converged:pgd_linf"] == 0.0
 
 
+def test_convergence_reads_autoattacks_apgd_stage_where_it_ran(trained_cnn: nn.Module, digits: ImageData, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With AutoAttack at the eps, its APGD-CE stage judges the PGD entry: flagged and folded, no extra PGD run."""
+    import harness.evaluation.sanity as sanity
+
+    eps = 0.2
+    specs = (AttackSpec("pgd_linf", (eps,), (("step_size", eps / 40), ("steps", 10))), AttackSpec("autoattack", (eps,), (("n_queries", 50),)))
+    cfg = EvalConfig(n_examples=48, batch_size=48, sanity_examples=48)
+    x, y = digits.x_test[:48], digits.y_test[:48]
+    ev = run_attacks(trained_cnn, x, y, specs, torch.device("cpu"), 48, seed=0)
+    stage = ev.stages[("autoattack/apgd-ce", eps)]
+    assert stage.float().mean() < ev.robust[("pgd_linf", eps)].float().mean() - 0.1  # APGD-100 beats this PGD-10
+
+    def no_probe(*_a: object, **_k: object) -> Tensor:
+        raise AssertionError("the convergence check ran an attack AutoAttack had already run")
+
+    monkeypatch.setattr(sanity, "_probe", no_probe)
+    monkeypatch.setattr(sanity, "probe_eps", lambda *_a: None)  # the black-box probe is another check
+    out, folds = sanity_metrics(trained_cnn, x, y, ev, specs, cfg, torch.device("cpu"), seed=0)
+    assert {f"{m.metric}:{m.attack}": m.value for m in out}["flag_not_converged:pgd_linf"] == 1.0
+    assert torch.equal(folds[("linf", eps)], stage)
+
+
 def _aa_evaluation(after_square: int) -> object:
     """An AutoAttack run on 10 examples: 6 left by APGD-CE, 5 by APGD-T and FAB-T, `after_square` by Square."""
     from harness.evaluation.runs import Evaluation

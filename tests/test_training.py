@@ -219,7 +219,7 @@ def test_channels_last_decided_per_architecture() -> None:
 def test_precision_setting_resolved_per_device_and_keyed() -> None:
     from dataclasses import asdict
 
-    from harness.api.config import PROTOCOL_VERSION, for_device
+    from harness.api.config import MODEL_PROTOCOL, for_device
     from harness.api.keys import key_of
 
     with pytest.raises(GridError, match=r"\[finetune\]: unknown precision 'fp16'; accepted: auto, bf16, fp32"):
@@ -230,7 +230,7 @@ def test_precision_setting_resolved_per_device_and_keyed() -> None:
     assert cpu.dense_key != cuda.dense_key and cpu.pruned_key != cuda.pruned_key and cpu.key != cuda.key
     # fp32 was the only arithmetic before the setting existed: its keys are the keys results were stored under.
     old = {k: v for k, v in asdict(cpu.train).items() if k not in ("precision", "schedule", "warmup_epochs", "checkpoint", "model_dir")}
-    assert cpu.dense_key == key_of({"protocol": PROTOCOL_VERSION, "dataset": "digits", "architecture": "small_cnn", "seed": 0, "train": old})
+    assert cpu.dense_key == key_of({"protocol": MODEL_PROTOCOL, "dataset": "digits", "architecture": "small_cnn", "seed": 0, "train": old})
     explicit = parse_grid(_BASE | {"pruners": ["l1_filter"], "train": {"precision": "bf16"}}).jobs[0]
     assert for_device(explicit, "cpu").train.precision == "bf16"  # a concrete choice is kept on any device
 

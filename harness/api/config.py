@@ -12,12 +12,17 @@ from typing import Any
 from harness.api.errors import GridError
 from harness.api.keys import key_of
 
-# Bumped by every change that alters reported numbers. It is part of every cache and job key, so `harness run`
-# recomputes results made under an older protocol instead of reusing them; rows stored without it are version 1.
+# Bumped by every change that alters reported numbers. It is part of every job key, so `harness run` recomputes
+# results made under an older protocol instead of reusing them; rows stored without it are version 1.
 # 2: one training subset per (dataset, seed) for every stage; fine-tuning split so the total equals the one-shot
 #    budget and the last cut is fine-tuned; the fine-tuned dense control; worst cases only where the reference
 #    attack ran; the convergence check folded into the worst case.
-PROTOCOL_VERSION: int = 2
+# 3: the convergence check of a PGD entry reads the APGD-CE-100 stage of the AutoAttack run at the same eps (on the
+#    whole evaluation set) instead of running PGD with 4x the steps and 5 restarts on the sanity subset.
+PROTOCOL_VERSION: int = 3
+# The last protocol version that changed how models are trained, pruned or fine-tuned. Dense and pruned (cache)
+# keys carry this one, so a change to the evaluation alone re-evaluates the cached models instead of retraining them.
+MODEL_PROTOCOL: int = 2
 
 REGIMES = ("standard", "pgd_at", "trades")
 # Training arithmetic: bf16 autocast or plain fp32; "auto" is bf16 on CUDA, fp32 elsewhere (resolved by the runner).
@@ -183,11 +188,11 @@ class JobSpec:
         if self.train.checkpoint is not None:
             train.pop("model_dir", None)
             train["checkpoint"] = f"sha256:{self.checkpoint_sha256}"
-        return {"protocol": PROTOCOL_VERSION, "dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": train}
+        return {"protocol": MODEL_PROTOCOL, "dataset": self.dataset, "architecture": self.architecture, "seed": self.seed, "train": train}
 
     def pruned_params(self) -> dict[str, Any]:
         """What defines the pruned, fine-tuned model."""
-        base = {"protocol": PROTOCOL_VERSION, "dense": self.dense_params(), "pruner": self.pruner.name, "pruner_params": dict(self.pruner.params)}
+        base = {"protocol": MODEL_PROTOCOL, "dense": self.dense_params(), "pruner": self.pruner.name, "pruner_params": dict(self.pruner.params)}
         if self.pruner.code:
             base["pruner_code"] = self.pruner.code
         if self.pruner.name == "none":

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.api.config import PROTOCOL_VERSION, JobSpec
+from harness.api.config import MODEL_PROTOCOL, PROTOCOL_VERSION, JobSpec
 from harness.api.data import ImageData, subset, to_float
 from harness.api.errors import PruningError
 from harness.api.metrics import Metric
@@ -250,6 +250,7 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         "dense_key": job.dense_key,
         "pruned_key": job.pruned_key,
         "protocol": PROTOCOL_VERSION,
+        "model_protocol": MODEL_PROTOCOL,
         "finetune_epochs": pmeta.get("finetune_epochs", []),
     }
     if "checkpoint" in dmeta:

@@ -3,7 +3,8 @@
 Each check becomes a metric row `flag_<check>`: 1.0 raised, 0.0 checked and fine, absent when it does not apply.
 Checks that need extra attack runs use the first `EvalConfig.sanity_examples` clean-correct evaluation examples.
 The convergence check's stronger attacks also return which of those examples they broke, to be folded into the
-worst case (an adversarial example found by any attack counts).
+worst case (an adversarial example found by any attack counts); where AutoAttack ran at the eps, its APGD-CE stage
+is that stronger attack, already computed.
 """
 
 from __future__ import annotations
@@ -190,10 +191,24 @@ def stronger_attack(spec: AttackSpec, seed: int) -> Attack | None:
     return None
 
 
+def apgd_stage(ev: Evaluation, threat: str, eps: float) -> Tensor | None:
+    """Which examples survived the APGD-CE-100 stage of an AutoAttack run of `threat` at `eps` (None if none ran)."""
+    for name, tm in ev.threat.items():
+        stage = ev.stages.get((f"{name}/apgd-ce", eps))
+        if tm == threat and stage is not None:
+            return stage
+    return None
+
+
 def convergence(
     model: nn.Module, xs: Tensor, ys: Tensor, sub: Tensor, ev: Evaluation, specs: tuple[AttackSpec, ...], device: torch.device, bs: int, seed: int
 ) -> tuple[list[Metric], Folds]:
-    """Flag attacks a stronger run beats on the sanity subset (`flag_not_converged`); return what it broke, per (threat model, eps)."""
+    """Flag attacks a stronger run beats (`flag_not_converged`); return what it broke, per (threat model, eps).
+
+    Where AutoAttack ran at the same eps, its APGD-CE-100 stage is the stronger run (Croce & Hein 2020: same loss,
+    10x the steps, adaptive step size), read on the whole evaluation set at no extra cost. Elsewhere, the same PGD
+    with 4x the steps and 5 restarts runs on the sanity subset.
+    """
     out, folds = [], {}
     n_all = len(ev.clean_correct)
     for spec in specs:
@@ -204,12 +219,17 @@ def convergence(
         for eps in spec.eps:
             if eps <= 0 or (spec.name, eps) not in ev.robust:
                 continue
-            weak = ev.robust[(spec.name, eps)][sub]
-            found = _probe(strong, model, xs, ys, eps, device, bs)
-            raised = raised or acc(found) < acc(weak) - slack(len(sub))
             key = (ev.threat[spec.name], eps)
-            full = torch.ones(n_all, dtype=torch.bool)
-            full[sub] = found
+            reused = apgd_stage(ev, key[0], eps)
+            if reused is not None:
+                full = reused
+                raised = raised or acc(reused) < acc(ev.robust[(spec.name, eps)]) - slack(n_all)
+            else:
+                weak = ev.robust[(spec.name, eps)][sub]
+                found = _probe(strong, model, xs, ys, eps, device, bs)
+                raised = raised or acc(found) < acc(weak) - slack(len(sub))
+                full = torch.ones(n_all, dtype=torch.bool)
+                full[sub] = found
             folds[key] = full if key not in folds else folds[key] & full
         out.append(flag("not_converged", raised, spec.name))
     return out, folds
