@@ -474,3 +474,51 @@ def test_sources_link_to_the_repository_at_the_commit(tmp_path: Path) -> None:
         f"https://github.com/o/harness/blob/{commit}/registry/pruners/hrank.py")
     assert source_link("/tmp/ci/registry/pruners/hrank.py", commit, None) is None or os.environ.get("HARNESS_REPO_URL")
     assert source_label("/home/u/my_pruner.py", "ab" * 32) == f"file with sha256 {'ab' * 32}"
+
+
+# ---------------------------------------------------------------- the published database
+
+MACHINE_PATH = re.compile(r"(?<![\w:/.])/(?:tmp|work|root|home|Users|var|opt|mnt|srv|scratch)/")
+
+
+def _text_cells(db: Path) -> list[str]:
+    """Every text value of every table of an SQLite file."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        tables = [r[0] for r in con.execute("select name from sqlite_master where type='table'")]
+        return [v for t in tables for row in con.execute(f'select * from "{t}"') for v in row if isinstance(v, str)]
+    finally:
+        con.close()
+
+
+def test_db_scrub_replaces_machine_paths_and_keeps_keys(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    db = tmp_path / "pub.db"
+    store = Store(db)
+    prov = {"plugins": {"pruner": {"source": "/home/someone/harness/registry/pruners/hrank.py", "sha256": "ab"}},
+            "data": {"root": "/tmp/cifar10", "train": 50000}}
+    add_job(store, "j0", "hrank", 0.5, 0, linf(0.5, (0.3, 0.2)), params={"data_dir": "/tmp/cifar10"}, provenance=prov)
+    store.start_run("g", "/work/checkout/grids/g.toml", 1, {"python": "/usr/bin/python3"})
+    store.close()
+    assert any(MACHINE_PATH.search(c) for c in _text_cells(db))
+    res = CliRunner().invoke(app, ["db", "scrub", "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    cells = _text_cells(db)
+    leaks = [c for c in cells if MACHINE_PATH.search(c) and "data_dir" not in c]  # params define the job: kept
+    assert leaks == []
+    with Store(db, readonly=True).session() as s:
+        (job,) = job_records(s)
+        assert job.provenance["plugins"]["pruner"]["source"] == "registry/pruners/hrank.py"
+        assert job.key == "j0" and job.params["data_dir"] == "/tmp/cifar10"
+    assert "grids/g.toml" in cells
+
+
+def test_published_database_holds_no_machine_path() -> None:
+    db = REPO / "results.db"
+    leaks = sorted({m.group(0) for c in _text_cells(db) for m in [MACHINE_PATH.search(c)] if m})
+    assert leaks == [], f"run `harness db scrub --db results.db` before committing it: {leaks}"

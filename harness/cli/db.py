@@ -1,4 +1,4 @@
-"""The `harness db` commands: schema version of a results database, and its explicit upgrade."""
+"""The `harness db` commands: schema version of a results database, its explicit upgrade, and scrubbing it for publication."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.console import Console
 
 from harness.api.errors import HarnessError
 
-db_app = typer.Typer(help="Results-database maintenance: schema version and upgrade.", no_args_is_help=True)
+db_app = typer.Typer(help="Results-database maintenance: schema version, upgrade, and scrubbing machine paths before publishing.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
@@ -46,3 +46,37 @@ def version(db: Annotated[Path, typer.Option("--db", help="Results database (SQL
         raise typer.Exit(exc.exit_code) from None
     note = "current" if v == SCHEMA_VERSION else f"run `harness db upgrade --db {db}`"
     console.print(f"{db}: schema version {v}; this harness uses {SCHEMA_VERSION} ({note})", highlight=False)
+
+
+@db_app.command()
+def scrub(db: Annotated[Path, typer.Option("--db", help="Results database (SQLite).")] = Path("results.db")) -> None:
+    """Replace the building machine's paths in a database (provenance, runs, errors) before publishing it."""
+    from sqlalchemy import select
+
+    from harness.site.public import scrub as clean
+    from harness.site.public import scrub_text
+    from harness.store.models import Job, Run, Submission
+    from harness.store.session import Store
+
+    try:
+        store = Store(db, create=False)
+    except HarnessError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    changed = 0
+    # Keys and parameters stay as they are: they define the jobs. Only what describes the machine is rewritten.
+    with store.session() as s:
+        for job in s.scalars(select(Job)):
+            prov, error = clean(job.provenance), scrub_text(job.error) if job.error else job.error
+            if (prov, error) != (job.provenance, job.error):
+                job.provenance, job.error, changed = prov, error, changed + 1
+        for run in s.scalars(select(Run)):
+            path, env = scrub_text(run.grid_path), clean(run.environment)
+            if (path, env) != (run.grid_path, run.environment):
+                run.grid_path, run.environment, changed = path, env, changed + 1
+        for sub in s.scalars(select(Submission)):
+            report = clean(sub.report)
+            if report != sub.report:
+                sub.report, changed = report, changed + 1
+    store.close()
+    console.print(f"{db}: machine paths replaced in {changed} rows", highlight=False)
