@@ -177,6 +177,39 @@ def test_same_seed_same_model_and_throughput_reported() -> None:
     assert ra.loss == rb.loss and ra.images == 2 * 160 and ra.img_per_s > 0
 
 
+def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import harness.training.train as training
+
+    data = _cifar_like()
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.05, schedule="cosine", warmup_epochs=1)
+    whole = _fresh_cnn()
+    train(whole, data, cfg, seed=4, device=CPU, n_train=160)
+    progress = tmp_path / "dense.partial.pt"
+    saves = []
+    real = training.atomic_write
+
+    def killed_after_first_epoch(path, write):  # type: ignore[no-untyped-def]
+        if saves:
+            raise KeyboardInterrupt  # the session ends while epoch 2 is being saved
+        saves.append(path)
+        return real(path, write)
+
+    monkeypatch.setattr(training, "atomic_write", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(_fresh_cnn(), data, cfg, seed=4, device=CPU, n_train=160, progress=progress)
+    assert saves == [progress] and progress.is_file()
+    monkeypatch.setattr(training, "atomic_write", real)
+    resumed = _fresh_cnn()  # a new process: fresh weights, the progress file on disk
+    res = train(resumed, data, cfg, seed=4, device=CPU, n_train=160, progress=progress)
+    assert res.images == 2 * 160  # epochs 2 and 3 only
+    assert all(torch.equal(p, q) for p, q in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert not progress.exists()  # finished: the cache holds the model, not the partial state
+    # Progress saved under other settings is ignored, never loaded into the wrong run.
+    other = _fresh_cnn()
+    torch.save({"fingerprint": {"other": 1}, "epoch": 2}, progress)
+    assert train(other, data, cfg, seed=4, device=CPU, n_train=160, progress=progress).images == 3 * 160
+
+
 def test_bf16_autocast_trains_and_differs_from_fp32() -> None:
     data = _cifar_like()
     runs = {}

@@ -25,6 +25,10 @@ class ArtifactCache:
         """Where an artifact lives."""
         return self.root / kind / f"{key}.pt"
 
+    def progress_path(self, kind: str, key: str) -> Path:
+        """Where an unfinished training of an artifact keeps its last epoch (train() resumes from it)."""
+        return self.root / kind / f"{key}.partial.pt"
+
     def load(self, kind: str, key: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]] | None:
         """The cached model and its metadata, or None."""
         path = self.path(kind, key)

@@ -67,7 +67,8 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
     else:
         model = build_model(job, data, device)
         t0 = time.perf_counter()
-        run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed)
+        run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed,
+                    progress=cache.progress_path("dense", job.dense_key))
         meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from harness.api.attack import project
 from harness.api.config import SGDConfig, TrainConfig, resolve_precision
 from harness.api.data import ImageData, subset, to_float
+from harness.api.files import atomic_write
 from harness.api.nets import frozen
 from harness.attacks.pgd import pgd
 from harness.training.augment import augment_batch
@@ -110,6 +113,21 @@ def training_subset(data: ImageData, n_train: int | None, seed: int) -> tuple[Te
     return subset(data.x_train, data.y_train, n_train, seed=seed)
 
 
+def _fingerprint(cfg: SGDConfig, seed: int, data_seed: int | None, n: int, model: nn.Module) -> dict[str, Any]:
+    """What a saved epoch must match to be resumed: the settings, the seeds, the data size and the network's shapes."""
+    shapes = [list(v.shape) for v in model.state_dict().values()]
+    return {"cfg": asdict(cfg), "seed": seed, "data_seed": data_seed, "n": n, "shapes": shapes}
+
+
+def _load_progress(path: Path | None, fingerprint: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
+    """The state saved after some epoch by an earlier, interrupted call with the same fingerprint, or None."""
+    if path is None or not path.is_file():
+        return None
+    # Our own file, written by _save_progress; tensors only plus plain Python values.
+    state = torch.load(path, map_location=device, weights_only=False)
+    return state if state.get("fingerprint") == fingerprint else None
+
+
 def train(
     model: nn.Module,
     data: ImageData,
@@ -118,10 +136,14 @@ def train(
     device: torch.device,
     n_train: int | None = None,
     data_seed: int | None = None,
+    progress: Path | None = None,
 ) -> TrainResult:
     """Train `model` in place for cfg.epochs under cfg's regime; returns the last epoch's mean loss and throughput.
 
     `seed` drives shuffling, augmentation and adversarial starts; `data_seed` (default `seed`) picks the subset.
+    With `progress`, the full state (weights, optimiser, schedule, generator) is saved there after every epoch,
+    and a later call with the same settings resumes from it, giving the same model as an uninterrupted run: a
+    multi-hour run survives the end of its session. The file is removed when training completes.
     """
     t0 = time.perf_counter()
     x, y = training_subset(data, n_train, seed if data_seed is None else data_seed)
@@ -147,8 +169,16 @@ def train(
     sched = scheduler(opt, cfg, steps // cfg.epochs)
     model.train()
     last = torch.zeros((), device=device)
-    step = 0
-    for _ in range(cfg.epochs):
+    step = start = 0
+    fingerprint = _fingerprint(cfg, seed, data_seed, n, model) if progress is not None else {}
+    saved = _load_progress(progress, fingerprint, device)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        gen.set_state(saved["gen"].cpu())  # a generator's state is a CPU byte tensor, whatever its device
+        start, step, last = saved["epoch"], saved["step"], saved["last"].to(device)
+    for epoch in range(start, cfg.epochs):
         total = torch.zeros((), device=device)
         order = torch.randperm(n, generator=gen, device=gen.device).to(device)
         for i in range(0, n, bs):
@@ -176,8 +206,14 @@ def train(
             total += loss.detach().float() * len(yb)  # stays on device: no host sync per step
             step += 1
         last = total / n
+        if progress is not None and epoch + 1 < cfg.epochs:
+            state = {"fingerprint": fingerprint, "epoch": epoch + 1, "step": step, "last": last, "model": model.state_dict(),
+                     "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state()}
+            atomic_write(progress, lambda fh, state=state: torch.save(state, fh))
     model.to(memory_format=torch.contiguous_format)  # pruners, attacks and checkpoints see the usual layout
     model.eval()
     loss_value = float(last)  # synchronises with the device
     _sync(device)
-    return TrainResult(loss_value, cfg.epochs * n, time.perf_counter() - t0)
+    if progress is not None:
+        progress.unlink(missing_ok=True)
+    return TrainResult(loss_value, (cfg.epochs - start) * n, time.perf_counter() - t0)
