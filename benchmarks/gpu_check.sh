@@ -150,6 +150,9 @@ stage "benchmarks/train.py --device cuda --cudnn-benchmark" 45 \
 stage "benchmarks/attacks.py --device cuda" 60 \
   "$PY" benchmarks/attacks.py --device cuda --model resnet20 --data-dir "$DATA" --n 256 --epochs 2 --n-train 10000 --skip-autoattack
 
+stage "benchmarks/profile_eval.py --device cuda (where one evaluation job's time goes)" 60 \
+  "$PY" benchmarks/profile_eval.py --device cuda --n 256 --top 12
+
 if [ "${GPU_CHECK_PRECISION:-0}" = "1" ]; then
   stage "bf16 vs fp32 accuracy (30 epochs, CIFAR-10)" 900 \
     env HARNESS_CIFAR10_DIR="$DATA" "$PY" -m pytest -m "gpu and slow" -q -s -p no:cacheprovider tests/test_gpu.py -k bf16_reaches
