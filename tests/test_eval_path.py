@@ -282,3 +282,36 @@ def test_autoattack_never_weaker_than_the_reference_on_a_gpu(trained_cnn: nn.Mod
         assert not bool((ours_robust & ~ref_robust).any())
     finally:
         trained_cnn.to("cpu")
+
+
+def test_interrupted_evaluation_resumes_without_redoing_finished_attacks(trained_cnn: nn.Module, xy: tuple[Tensor, Tensor], tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import harness.evaluation.runs as runs
+
+    x, y = xy
+    specs = (AttackSpec("fgsm", (0.05, 0.1)), AttackSpec("pgd_linf", (0.05,), (("steps", 5),)), AttackSpec("deepfool", (0.05, 0.1)))
+    cpu = torch.device("cpu")
+    whole = run_attacks(trained_cnn, x, y, specs, cpu, 64, seed=3)
+    progress = tmp_path / "eval.partial.pt"
+    real, saved = runs.atomic_write, []
+
+    def killed_on_second_save(path, write):  # type: ignore[no-untyped-def]
+        if saved:
+            raise KeyboardInterrupt  # the session ends after FGSM at 0.05 was stored
+        saved.append(path)
+        return real(path, write)
+
+    monkeypatch.setattr(runs, "atomic_write", killed_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_attacks(trained_cnn, x, y, specs, cpu, 64, seed=3, progress=progress)
+    monkeypatch.setattr(runs, "atomic_write", real)
+    calls = []
+    real_correct = runs.attack_correct
+    monkeypatch.setattr(runs, "attack_correct", lambda attack, name, *a, **k: calls.append((name, a[3])) or real_correct(attack, name, *a, **k))
+    resumed = run_attacks(trained_cnn, x, y, specs, cpu, 64, seed=3, progress=progress)
+    assert calls == [("fgsm", 0.1), ("pgd_linf", 0.05)]  # FGSM at 0.05 came from the file
+    assert resumed.robust.keys() == whole.robust.keys()
+    assert all(torch.equal(resumed.robust[k], whole.robust[k]) for k in whole.robust)
+    assert torch.equal(resumed.perturbation["deepfool"], whole.perturbation["deepfool"])
+    # A file from other attacks (or another model: other clean outcomes) is ignored.
+    other = run_attacks(trained_cnn, x, y, specs[:1], cpu, 64, seed=3, progress=progress)
+    assert other.robust.keys() == {("fgsm", 0.05), ("fgsm", 0.1)}

@@ -34,7 +34,7 @@ def _record(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int | None]
     """Replace training by a recorder of (epochs, shuffle seed, data seed)."""
     calls: list[tuple[int, int, int | None]] = []
 
-    def fake_train(model, data, cfg, seed, device, n_train=None, data_seed=None):  # type: ignore[no-untyped-def]
+    def fake_train(model, data, cfg, seed, device, n_train=None, data_seed=None, progress=None):  # type: ignore[no-untyped-def]
         calls.append((cfg.epochs, seed, data_seed))
         return TrainResult(0.0, 0, 0.0)
 

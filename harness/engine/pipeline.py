@@ -67,8 +67,10 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
     else:
         model = build_model(job, data, device)
         t0 = time.perf_counter()
-        run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed,
-                    progress=cache.progress_path("dense", job.dense_key))
+        progress = cache.progress_path("dense", job.dense_key)
+        if fresh:
+            progress.unlink(missing_ok=True)
+        run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed, progress=progress)
         meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}
@@ -234,7 +236,10 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
         metrics.append(Metric("dense_clean_accuracy", dmeta["dense_clean_accuracy"]))
     metrics += cost_metrics(dense, model, data, device, job.eval.measure_latency)
     t = time.perf_counter()
-    metrics += evaluate(model, data, job.eval, job.attacks, device, job.seed)
+    progress = cache.progress_path("eval", job.key)
+    if fresh:  # recompute everything, interrupted attacks included
+        progress.unlink(missing_ok=True)
+    metrics += evaluate(model, data, job.eval, job.attacks, device, job.seed, progress=progress)
     metrics.append(Metric("eval_seconds", time.perf_counter() - t))
     metrics.append(Metric("job_seconds", time.perf_counter() - t0))
     plugins = {

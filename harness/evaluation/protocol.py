@@ -10,6 +10,7 @@ into the worst case.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -86,18 +87,23 @@ def metrics_of(
     return out
 
 
-def evaluate(model: nn.Module, data: ImageData, cfg: EvalConfig, specs: tuple[AttackSpec, ...], device: torch.device, seed: int) -> list[Metric]:
+def evaluate(
+    model: nn.Module, data: ImageData, cfg: EvalConfig, specs: tuple[AttackSpec, ...], device: torch.device, seed: int, progress: Path | None = None
+) -> list[Metric]:
     """Clean accuracy on the whole test set, attacks and sanity checks on the fixed evaluation subset.
 
     One clean pass over the test set serves both clean accuracies; the subset goes to the device once. The batch
     size is the config's on the CPU and the whole subset on an accelerator, halved on out-of-memory; the one the
-    job ended with is recorded as `eval_batch_size`.
+    job ended with is recorded as `eval_batch_size`. `progress` makes the attacks resumable (run_attacks); it is
+    removed once the evaluation is complete.
     """
     x, y = eval_subset(data, cfg)
     bs = BatchSize(eval_batch_size(cfg.batch_size, len(y), device))
     clean = accuracy(model, data.x_test, data.y_test, device, bs)
     idx = subset_indices(len(data.y_test), cfg.n_examples, EVAL_SUBSET_SEED)
-    ev = run_attacks(model, x, y, specs, device, bs, seed, clean_correct=clean if idx is None else clean[idx])
+    ev = run_attacks(model, x, y, specs, device, bs, seed, clean_correct=clean if idx is None else clean[idx], progress=progress)
     flags, folds = sanity_metrics(model, x, y, ev, specs, replace(cfg, batch_size=bs.size), device, seed)
     metrics = metrics_of(ev, cfg.references(), folds) + flags + [Metric("eval_batch_size", float(bs.size))]
+    if progress is not None:
+        progress.unlink(missing_ok=True)
     return [Metric("clean_acc", float(clean.float().mean()))] + metrics

@@ -11,6 +11,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -20,6 +21,7 @@ from harness.api.attack import Attack, MinimalAttack, norms, project
 from harness.api.config import AttackSpec
 from harness.api.data import to_float
 from harness.api.errors import AttackError, HarnessError
+from harness.api.files import atomic_write
 from harness.api.nets import frozen
 from harness.api.plugins import attacks
 
@@ -226,19 +228,40 @@ def _scatter(n: int, idx: Tensor, values: Tensor, fill: float | bool = False) ->
     return out
 
 
+def _load_progress(path: Path | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Outcomes an interrupted evaluation of the same model, subset and attacks already stored (empty if none)."""
+    if path is None or not path.is_file():
+        return {}
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tensors and plain values
+    return state if state.get("fingerprint") == fingerprint else {}
+
+
 def run_attacks(
     model: nn.Module, x: Tensor, y: Tensor, specs: tuple[AttackSpec, ...], device: torch.device, batch_size: int | BatchSize, seed: int,
-    clean_correct: Tensor | None = None,
+    clean_correct: Tensor | None = None, progress: Path | None = None,
 ) -> Evaluation:
     """Clean correctness and, for each attack and eps, which examples stay correctly classified.
 
     The subset goes to the device once; `clean_correct` (per example, from a clean pass already run) skips the
-    clean pass here. The batch size actually used ends up in `Evaluation.batch_size`.
+    clean pass here. The batch size actually used ends up in `Evaluation.batch_size`. With `progress`, the
+    outcomes are saved there after every (attack, eps), and a later call on the same model, subset and attacks
+    skips what is saved: an hour of AutoAttack survives the end of a session. Every attack seeds its own
+    generators per call, so the skipped entries do not change the others.
     """
     bs = _as_batch(batch_size)
     with frozen(model):
         xd, yd = to_float(x).to(device), y.to(device)
         ev = Evaluation(clean_correct=clean_correct.cpu() if clean_correct is not None else accuracy(model, xd, yd, device, bs))
+        fingerprint = {"specs": [s.as_dict() for s in specs], "seed": seed, "clean": ev.clean_correct.tolist()}
+        saved = _load_progress(progress, fingerprint)
+        ev.robust, ev.stages = dict(saved.get("robust", {})), dict(saved.get("stages", {}))
+        ev.perturbation, ev.seconds = dict(saved.get("perturbation", {})), dict(saved.get("seconds", {}))
+
+        def save() -> None:
+            if progress is not None:
+                state = {"fingerprint": fingerprint, "robust": ev.robust, "stages": ev.stages, "perturbation": ev.perturbation, "seconds": ev.seconds}
+                atomic_write(progress, lambda fh: torch.save(state, fh))
+
         # As in AutoAttack, clean-misclassified examples are not attacked: they count as non-robust.
         idx = ev.clean_correct.nonzero().squeeze(1)
         on_device = idx.to(device)
@@ -249,16 +272,23 @@ def run_attacks(
             ev.threat[name], ev.white_box[name], ev.params[name] = attack.threat_model, attack.white_box, dict(spec.params)
             t0 = time.perf_counter()
             if isinstance(attack, MinimalAttack):
-                by_eps, sizes = minimal_correct(attack, name, model, xa, ya, spec.eps, device, bs)
-                ev.perturbation[name] = sizes
-                for eps, m in by_eps.items():
-                    ev.robust[(name, eps)] = _scatter(n, idx, m)
+                if name not in ev.perturbation:
+                    by_eps, sizes = minimal_correct(attack, name, model, xa, ya, spec.eps, device, bs)
+                    ev.perturbation[name] = sizes
+                    for eps, m in by_eps.items():
+                        ev.robust[(name, eps)] = _scatter(n, idx, m)
+                    ev.seconds[name] = time.perf_counter() - t0
+                    save()
             else:
                 for eps in spec.eps:
+                    if (name, eps) in ev.robust:
+                        continue
+                    t1 = time.perf_counter()
                     m, stages = attack_correct(attack, name, model, xa, ya, eps, device, bs)
                     ev.robust[(name, eps)] = _scatter(n, idx, m)
                     for stage, sm in stages.items():
                         ev.stages[(f"{name}/{stage}", eps)] = _scatter(n, idx, sm)
-            ev.seconds[name] = time.perf_counter() - t0
+                    ev.seconds[name] = ev.seconds.get(name, 0.0) + time.perf_counter() - t1
+                    save()
     ev.batch_size = bs.size
     return ev
