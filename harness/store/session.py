@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from harness.api.errors import HarnessError
@@ -76,9 +77,17 @@ class Store:
         self.engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
         # A concurrent writer may see the tables before the version row; probe(allow_blank=True) accepts that state.
-        with self.engine.begin() as conn:
-            Base.metadata.create_all(conn)
-            conn.execute(sqlite_insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
+        for attempt in range(5):
+            try:
+                with self.engine.begin() as conn:
+                    Base.metadata.create_all(conn)
+                    conn.execute(sqlite_insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
+                break
+            except OperationalError as exc:
+                # Two runs creating one new file: both saw no table, the other created it first. Check again.
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(0.1)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
