@@ -383,6 +383,23 @@ def test_a_rerun_under_a_newer_protocol_replaces_the_old_rows(tmp_path: Path) ->
     assert ly.row.outdated  # no newer run of layer_l1: it stays, marked
 
 
+def test_each_setup_states_its_own_attacks_and_protocol(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db")
+    for s in range(2):  # an older grid: FGSM only, protocol 1, another pruner (so it is not superseded)
+        p = aa_params(s, "hrank", 0.5) | {"protocol": 1}
+        p["attacks"] = [{"name": "fgsm", "eps": [E1, E8], "params": {}}]
+        metrics = [Metric("clean_acc", 0.4), Metric("robust_acc", 0.2, "fgsm", E1), Metric("worst_case_acc_lower_strength", 0.2, "linf", E1)]
+        add_job(store, f"hr{s}", "hrank", 0.5, s, metrics, dataset="cifar10", arch="resnet20", params=p)
+    v = board_view(store)
+    assert len(v.setups) == 2
+    old = next(su for su in v.setups if su.protocol == 1)
+    new = next(su for su in v.setups if su.protocol == PROTOCOL_VERSION)
+    assert [(e.eps, e.attacks) for e in old.eps] == [(E1, ("FGSM",))]  # not the other setup's AutoAttack
+    assert any("AutoAttack" in e.attacks for e in new.eps)
+    html = (build_site(store, tmp_path / "site").parent / "index.html").read_text()
+    assert "<dt>Protocol</dt>" in html and html.count("<dt>Protocol</dt>") == 1
+
+
 def test_index_first_screen_content(tmp_path: Path) -> None:
     html = (build_site(board_store(tmp_path / "r.db"), tmp_path / "site").parent / "index.html").read_text()
     top = html[: html.index("<table")]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
-from harness.store.queries import DELTA, WORST, Board, BoardRow, Column, Estimate, JobRecord, PairedTest
+from harness.store.queries import DELTA, WORST, WORST_LOWER, Board, BoardRow, Column, Estimate, JobRecord, PairedTest
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
 UNTOUCHED = "none"  # the dense model as trained: the fallback reference
@@ -145,6 +145,7 @@ class Setup:
     n_eval: int | None
     seeds: list[int]
     eps: list[EpsInfo]
+    protocol: int = 0  # the oldest protocol version among the setup's jobs
     dense_clean: list[tuple[str, Estimate | None, tuple[float, str] | None]] = field(default_factory=list)
 
 
@@ -182,14 +183,20 @@ def attack_label(spec: dict[str, Any]) -> str:
     return ATTACK_NAMES.get(name, name) + (f"-{steps}" if steps else "")
 
 
-def eps_infos(board: Board) -> list[EpsInfo]:
-    """Per eps, the attack suite that ran at it (from the jobs' parameters) and whether it includes the reference."""
+def eps_infos(board: Board, rows: list[BoardRow] | None = None) -> list[EpsInfo]:
+    """Per eps, the attack suite that ran at it (from the jobs' parameters) and whether it includes the reference.
+
+    Over `rows` (default: the whole board), so that each setup of a board states its own attacks.
+    """
     ref = REFERENCE_ATTACK.get(board.threat_model)
-    columns = {(a, e) for a, e in board.columns if a != WORST and "/" not in a}  # AutoAttack's parts belong to it
+    rows = board.rows if rows is None else rows
+    present = {c for r in rows for c in r.robust}
+    # AutoAttack's parts belong to it
+    columns = {(a, e) for a, e in board.columns if a not in (WORST, WORST_LOWER) and "/" not in a and (a, e) in present}
     # eps -> attack name -> label as configured (e.g. pgd_linf -> PGD-10)
     by_eps: dict[float, dict[str, str]] = defaultdict(dict)
     seen: set[str] = set()
-    for r in board.rows:
+    for r in rows:
         for j in r.jobs:
             if j.setup in seen:  # the attack list is part of the setup: one job per setup says it all
                 continue
@@ -276,7 +283,7 @@ def paired(row: BoardRow, controls: dict[str, JobRecord], get: Any) -> Paired:
     return Paired.of(pairs)
 
 
-def setups_of(board: Board, eps: list[EpsInfo], control: str) -> list[Setup]:
+def setups_of(board: Board, control: str) -> list[Setup]:
     """One summary per configuration of the board (usually one)."""
     by: dict[str, list[BoardRow]] = defaultdict(list)
     for r in board.rows:
@@ -290,7 +297,8 @@ def setups_of(board: Board, eps: list[EpsInfo], control: str) -> list[Setup]:
         ft = next((j.params["pruned"].get("finetune") for j in jobs if j.params.get("pruned", {}).get("finetune")), None)
         s = Setup(
             key, board.dataset, train.get("n_train"), data.get("train"), train.get("epochs"), (ft or {}).get("epochs"),
-            regime_of(j0), j0.params.get("eval", {}).get("n_examples"), sorted({j.seed for j in jobs}), eps,
+            regime_of(j0), j0.params.get("eval", {}).get("n_examples"), sorted({j.seed for j in jobs}), eps_infos(board, rows),
+            min(j.protocol for j in jobs),
         )
         for r in rows:
             if r.pruner == control or (r.pruner == UNTOUCHED and control == UNTOUCHED):
@@ -341,7 +349,7 @@ def view(board: Board, verdict: Any = None) -> BoardView:
     ranked = sorted((v for v in out if not v.reference), key=rank_key)
     for i, v in enumerate(ranked, 1):
         v.rank = i
-    bv = BoardView(board, control, col, strong, eps, setups_of(board, eps, control), refs + ranked)
+    bv = BoardView(board, control, col, strong, eps, setups_of(board, control), refs + ranked)
     bv.single_sparsity = len({v.row.sparsity for v in ranked}) <= 1
     bv.has_latency = any("latency_ms_b1_ratio" in r.ratios for r in board.rows)
     bv.has_costs = any(m in r.ratios for r in board.rows for m in ("params_ratio", "macs_ratio"))
