@@ -277,8 +277,8 @@ def delta_charts(v: BoardView, style: Style, rows: list[ViewRow] | None = None) 
             continue
         what = "worst case" if col[0] == WORST else col[0]
         charts.append(("", plots.render_dots(
-            f"Δ robust vs {v.control}, {what} ε={_eps(col[1])}", "change in robust accuracy (points)", dots,
-            desc=f"Change in robust accuracy against the {v.control} row of the same seed, in percentage points: the mean, "
+            f"ε={_eps(col[1])}: Δ robust vs {v.control}" + ("" if col[0] == WORST else f" ({what})"), "change in robust accuracy (points)", dots,
+            desc=f"Change in robust accuracy ({what}) against the {v.control} row of the same seed, in percentage points: the mean, "
                  f"each seed's value, and the 95% interval from {MIN_SEEDS} seeds up; attacks at this eps: {_suite(v, col[1])}.",
         )))
     return charts
