@@ -22,6 +22,7 @@ from harness.api.config import AttackSpec
 from harness.api.data import to_float
 from harness.api.errors import AttackError, HarnessError
 from harness.api.files import atomic_write
+from harness.api.progress import load_progress
 from harness.api.nets import frozen
 from harness.api.plugins import attacks
 
@@ -228,14 +229,6 @@ def _scatter(n: int, idx: Tensor, values: Tensor, fill: float | bool = False) ->
     return out
 
 
-def _load_progress(path: Path | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Outcomes an interrupted evaluation of the same model, subset and attacks already stored (empty if none)."""
-    if path is None or not path.is_file():
-        return {}
-    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: tensors and plain values
-    return state if state.get("fingerprint") == fingerprint else {}
-
-
 def run_attacks(
     model: nn.Module, x: Tensor, y: Tensor, specs: tuple[AttackSpec, ...], device: torch.device, batch_size: int | BatchSize, seed: int,
     clean_correct: Tensor | None = None, progress: Path | None = None,
@@ -253,7 +246,7 @@ def run_attacks(
         xd, yd = to_float(x).to(device), y.to(device)
         ev = Evaluation(clean_correct=clean_correct.cpu() if clean_correct is not None else accuracy(model, xd, yd, device, bs))
         fingerprint = {"specs": [s.as_dict() for s in specs], "seed": seed, "clean": ev.clean_correct.tolist()}
-        saved = _load_progress(progress, fingerprint)
+        saved = load_progress(progress, fingerprint) or {}
         ev.robust, ev.stages = dict(saved.get("robust", {})), dict(saved.get("stages", {}))
         ev.perturbation, ev.seconds = dict(saved.get("perturbation", {})), dict(saved.get("seconds", {}))
 

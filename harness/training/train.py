@@ -24,6 +24,7 @@ from harness.api.attack import project
 from harness.api.config import SGDConfig, TrainConfig, resolve_precision
 from harness.api.data import ImageData, subset, to_float
 from harness.api.files import atomic_write
+from harness.api.progress import load_progress
 from harness.api.nets import frozen
 from harness.attacks.pgd import pgd
 from harness.training.augment import augment_batch
@@ -119,15 +120,6 @@ def _fingerprint(cfg: SGDConfig, seed: int, data_seed: int | None, n: int, model
     return {"cfg": asdict(cfg), "seed": seed, "data_seed": data_seed, "n": n, "shapes": shapes}
 
 
-def _load_progress(path: Path | None, fingerprint: dict[str, Any], device: torch.device) -> dict[str, Any] | None:
-    """The state saved after some epoch by an earlier, interrupted call with the same fingerprint, or None."""
-    if path is None or not path.is_file():
-        return None
-    # Our own file, written by _save_progress; tensors only plus plain Python values.
-    state = torch.load(path, map_location=device, weights_only=False)
-    return state if state.get("fingerprint") == fingerprint else None
-
-
 def train(
     model: nn.Module,
     data: ImageData,
@@ -171,7 +163,7 @@ def train(
     last = torch.zeros((), device=device)
     step = start = 0
     fingerprint = _fingerprint(cfg, seed, data_seed, n, model) if progress is not None else {}
-    saved = _load_progress(progress, fingerprint, device)
+    saved = load_progress(progress, fingerprint, device)
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
