@@ -59,7 +59,7 @@ def fresh_model(arch: str, device: torch.device) -> nn.Module:
 
 def reference_loop(model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, device: torch.device, precision: str) -> float:
     """A minimal training loop over data already on the device; returns its wall time in seconds."""
-    layout = torch.channels_last if uses_channels_last(model, device) else torch.contiguous_format
+    layout = torch.channels_last if uses_channels_last(model, device, precision) else torch.contiguous_format
     if device.type == "cuda":  # the cuDNN settings train() uses
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, cudnn_autotune()
     model.to(memory_format=layout).train()
@@ -133,7 +133,7 @@ def bench(arch: str, data: ImageData, cfg: TrainConfig, device: torch.device, re
     return {
         "arch": arch,
         "precision": precision,
-        "channels_last": str(uses_channels_last(fresh_model(arch, device), device)),
+        "channels_last": str(uses_channels_last(fresh_model(arch, device), device, precision)),
         "harness_img_s": images / t_ours,
         "reference_img_s": images / t_ref,
         "time_ratio": t_ours / t_ref,  # harness time / reference time: <= 1.1 is the bar on the CPU

@@ -8,6 +8,7 @@ no image is fooled, so all four components run their full budget.
 
     PYTHONPATH=. python benchmarks/training.py --data-dir /tmp/cifar --throughput
     PYTHONPATH=. python benchmarks/training.py --data-dir /tmp/cifar --schedules --n-train 10000 --epochs 4
+    PYTHONPATH=. python benchmarks/training.py --data-dir /tmp/cifar --precisions --n-train 10000 --epochs 3
     PYTHONPATH=. python benchmarks/training.py --data-dir /tmp/cifar --autoattack 8
 """
 
@@ -94,6 +95,18 @@ def schedules(data: ImageData, n_train: int, epochs: int) -> None:
         print(f"{label:14s} {epochs} epochs x {n_train} images: test accuracy {acc:.4f}  ({secs:.0f} s wall, {epochs * n_train / secs:.0f} img/s)", flush=True)
 
 
+def precisions(data: ImageData, n_train: int, epochs: int) -> None:
+    """fp32 (NCHW) against bf16 autocast (NHWC) on the CPU: same recipe and seed, clean test accuracy and speed."""
+    for precision in ("fp32", "bf16"):
+        model = resnet20(data)
+        cfg = TrainConfig(epochs=epochs, batch_size=BATCH, lr=0.1, n_train=n_train, warmup_epochs=1, precision=precision)
+        t0 = time.perf_counter()
+        train(model, data, cfg, seed=0, device=CPU, n_train=n_train)
+        secs = time.perf_counter() - t0
+        acc = float(accuracy(model, to_float(data.x_test), data.y_test, CPU).float().mean())
+        print(f"{precision}: {epochs} epochs x {n_train} images: test accuracy {acc:.4f}  ({secs:.0f} s wall, {epochs * n_train / secs:.0f} img/s)", flush=True)
+
+
 def autoattack_cost(data: ImageData, n: int) -> None:
     """Seconds per image for standard AutoAttack when every image survives every component."""
     model = resnet20(data)
@@ -115,6 +128,7 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True)
     ap.add_argument("--throughput", action="store_true")
     ap.add_argument("--schedules", action="store_true")
+    ap.add_argument("--precisions", action="store_true", help="fp32 against bf16 training (accuracy and speed)")
     ap.add_argument("--n-train", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--images", type=int, default=20 * BATCH, help="images per throughput measurement")
@@ -125,6 +139,8 @@ def main() -> None:
         throughput(data, args.images)
     if args.schedules:
         schedules(data, args.n_train, args.epochs)
+    if args.precisions:
+        precisions(data, args.n_train, args.epochs)
     if args.autoattack:
         autoattack_cost(data, args.autoattack)
 

@@ -231,7 +231,7 @@ def test_channels_last_path_matches_nchw_and_restores_layout(monkeypatch: pytest
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05)
     nchw = _fresh_cnn()
     train(nchw, data, cfg, seed=0, device=CPU, n_train=128)
-    monkeypatch.setattr(train_mod, "uses_channels_last", lambda model, device: True)
+    monkeypatch.setattr(train_mod, "uses_channels_last", lambda model, device, precision="fp32": True)
     nhwc = _fresh_cnn()
     train(nhwc, data, cfg, seed=0, device=CPU, n_train=128)
     for (name, p), q in zip(nhwc.named_parameters(), nchw.parameters()):
@@ -246,7 +246,9 @@ def test_channels_last_decided_per_architecture() -> None:
     assert uses_channels_last(architectures.get("resnet20").obj(), cuda)
     assert uses_channels_last(architectures.get("vgg16_bn").obj(), cuda)
     assert not uses_channels_last(architectures.get("mobilenetv2").obj(), cuda)  # depthwise: slower in NHWC
-    assert not uses_channels_last(architectures.get("resnet20").obj(), CPU)
+    assert not uses_channels_last(architectures.get("resnet20").obj(), CPU)  # fp32 CPU numbers as in earlier releases
+    assert uses_channels_last(architectures.get("resnet20").obj(), CPU, "bf16")
+    assert not uses_channels_last(architectures.get("mobilenetv2").obj(), CPU, "bf16")
 
 
 def test_precision_setting_resolved_per_device_and_keyed() -> None:
