@@ -326,6 +326,22 @@ def test_ranking_column_is_where_the_reference_row_still_has_robustness() -> Non
     assert key_column(board(0.0), weak8, "dense_finetuned") == ((WORST, E1), True)  # only reference-strength eps count
 
 
+def test_clean_change_pairs_each_job_with_the_control_its_paired_tests_use(tmp_path: Path) -> None:
+    """A control fine-tuned differently shares the dense model but is never the reference of Δ clean either."""
+    path = tmp_path / "ft.db"
+    store = Store(path)
+    for s in range(3):  # recorded first, so that a pairing by dense model alone would pick it
+        p = aa_params(s, "dense_finetuned", 0.0)
+        p["pruned"]["finetune"] = {"epochs": 99}
+        add_job(store, f"a-long{s}", "dense_finetuned", 0.0, s, aa(0.1, 0.05, 0.0), dataset="cifar10", arch="resnet20",
+                params=p, provenance=CONTROL_PROV)
+    board_store(path)
+    v = board_view(Store(path))
+    (l1,) = [r for r in v.rows if r.label == "l1_filter"]
+    assert [s for s, _ in l1.d_clean.per_seed] == [0, 1, 2]
+    assert [d for _, d in l1.d_clean.per_seed] == pytest.approx([0.55 - 0.6] * 3)
+
+
 def test_falls_back_to_the_untouched_dense_row_and_says_so(tmp_path: Path) -> None:
     store = board_store(tmp_path / "r.db", control=False)
     v = board_view(store)

@@ -259,22 +259,17 @@ def method_of(row: BoardRow) -> Method:
     return Method(str(meta.get("paper") or ""), url, row.family, UNITS.get(row.family, ""))
 
 
-def _controls(board: Board) -> tuple[str, dict[str, JobRecord]]:
-    """The reference pruner of a board and its jobs by dense key (the trained model they share)."""
-    name = CONTROL if any(r.pruner == CONTROL for r in board.rows) else UNTOUCHED
-    by_dense: dict[str, JobRecord] = {}
-    for r in board.rows:
-        if r.pruner == name:
-            for j in r.jobs:
-                by_dense.setdefault(j.dense_key, j)
-    return name, by_dense
+def _control(board: Board) -> str:
+    """The reference pruner of a board: the fine-tuned dense control where the board has one, else the dense model."""
+    return CONTROL if any(r.pruner == CONTROL for r in board.rows) else UNTOUCHED
 
 
-def paired(row: BoardRow, controls: dict[str, JobRecord], get: Any) -> Paired:
-    """Per-seed change of `get(job)` against the control job trained from the same dense model."""
+def paired(row: BoardRow, control: str, get: Any) -> Paired:
+    """Per-seed change of `get(job)` against the job the store's paired tests compared it with."""
+    references = row.control_jobs if control == CONTROL else row.dense_jobs
     pairs = []
     for j in row.jobs:
-        c = controls.get(j.dense_key)
+        c = references.get(j.key)
         if c is None or c is j:
             continue
         a, b = get(j), get(c)
@@ -323,7 +318,7 @@ def view(board: Board, verdict: Any = None) -> BoardView:
     at the key column ranks after every row with one.
     """
     eps = eps_infos(board)
-    control, controls = _controls(board)
+    control = _control(board)
     col, strong = key_column(board, eps, control)
     out: list[ViewRow] = []
     for r in board.rows:
@@ -335,7 +330,7 @@ def view(board: Board, verdict: Any = None) -> BoardView:
         d_key = d_robust.get(col) if col else None
         out.append(ViewRow(
             r, ref, None,
-            Paired.of(()) if ref else paired(r, controls, lambda j: j.get("clean_acc")),
+            Paired.of(()) if ref else paired(r, control, lambda j: j.get("clean_acc")),
             d_robust, d_key or Paired.of(()),
             Estimate.of(j.get("clean_acc_eval") for j in r.jobs),  # type: ignore[misc]
             j0.params.get("eval", {}).get("n_examples"), regime_of(j0), method_of(r),

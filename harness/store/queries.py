@@ -327,6 +327,9 @@ class BoardRow:
     vs_control: dict[Column | str, PairedTest] = field(default_factory=dict)
     vs_dense: dict[Column | str, PairedTest] = field(default_factory=dict)
     protocol: int = PROTOCOL_VERSION  # the oldest protocol version among the row's jobs
+    # Job key -> the job those tests paired it with, so that every other per-seed change uses the same pairs.
+    control_jobs: dict[str, JobRecord] = field(default_factory=dict)
+    dense_jobs: dict[str, JobRecord] = field(default_factory=dict)
 
     @property
     def seeds(self) -> list[int]:
@@ -519,9 +522,11 @@ def leaderboards(s: Session, families: dict[str, str] | None = None, threat_mode
         rows = [_board_row(key, members, families, threat_models, baselines, tm) for key, members in rows_by_key.items()]
         for row, members in zip(rows, rows_by_key.values()):
             if not row.is_dense:
-                row.vs_dense = compare(members, lambda j: baseline_of(j, baselines), threat_models, tm)
+                row.dense_jobs = {j.key: ref for j, _ in members if (ref := baseline_of(j, baselines)) is not None}
+                row.vs_dense = compare(members, lambda j: row.dense_jobs.get(j.key), threat_models, tm)
             if not row.is_dense and not row.is_control:
-                row.vs_control = compare(members, lambda j: control_of(j, controls), threat_models, tm)
+                row.control_jobs = {j.key: ref for j, _ in members if (ref := control_of(j, controls)) is not None}
+                row.vs_control = compare(members, lambda j: row.control_jobs.get(j.key), threat_models, tm)
         columns = sorted({c for r in rows for c in r.robust}, key=lambda c: (c[0] not in (WORST, WORST_LOWER), c[0] != WORST, c[0], c[1]))
         rank_rows(rows, len({c[1] for c in columns if c[0] == WORST}))
         boards.append(Board(dataset, tm, columns, rows))
