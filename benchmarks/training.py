@@ -108,18 +108,24 @@ def precisions(data: ImageData, n_train: int, epochs: int) -> None:
 
 
 def autoattack_cost(data: ImageData, n: int) -> None:
-    """Seconds per image for standard AutoAttack when every image survives every component."""
+    """Seconds per image for standard AutoAttack when every image survives every component, in NCHW and NHWC."""
     model = resnet20(data)
     train(model, data, TrainConfig(epochs=1, batch_size=BATCH, n_train=2000), seed=0, device=CPU, n_train=2000)
     x, y = to_float(data.x_test[:200]), data.y_test[:200]
     keep = accuracy(model, x, y, CPU)
     x, y = x[keep][:n], y[keep][:n]
     spec = AttackSpec("autoattack", (0.05 / 255,))
-    t0, c0 = time.perf_counter(), time.process_time()
-    ev = run_attacks(model.eval(), x, y, (spec,), CPU, 250, seed=0)
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    robust = float(ev.robust[("autoattack", 0.05 / 255)].float().mean())
-    print(f"AutoAttack (standard, Linf) on {len(y)} images, {robust:.0%} survive: {secs:.0f} s wall, {cpu:.0f} CPU-s, {cpu / len(y):.1f} CPU-s per image")
+    masks = {}
+    for layout in (torch.contiguous_format, torch.channels_last):  # [eval] channels_last: same model, other layout
+        model.to(memory_format=layout)
+        t0, c0 = time.perf_counter(), time.process_time()
+        ev = run_attacks(model.eval(), x, y, (spec,), CPU, 250, seed=0)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
+        masks[layout] = ev.robust[("autoattack", 0.05 / 255)]
+        robust = float(masks[layout].float().mean())
+        print(f"AutoAttack (standard, Linf, {layout}) on {len(y)} images, {robust:.0%} survive: {secs:.0f} s wall, {cpu:.0f} CPU-s, {cpu / len(y):.1f} CPU-s per image", flush=True)
+    model.to(memory_format=torch.contiguous_format)
+    print(f"NCHW and NHWC agree on {int((masks[torch.contiguous_format] == masks[torch.channels_last]).sum())} of {len(y)} images")
 
 
 def main() -> None:

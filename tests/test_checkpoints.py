@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,7 @@ def test_provenance_and_metric(digits: ImageData, trained_cnn: Normalized, tmp_p
 
 # Key material of the training configs before `schedule`, `warmup_epochs`, `checkpoint`, `model_dir` existed.
 OLD_SGD_KEYS = {"epochs", "lr", "batch_size", "momentum", "weight_decay"}
+OLD_EVAL_KEYS = {"n_examples", "batch_size", "measure_latency", "sanity_examples", "reference"}
 OLD_TRAIN_KEYS = OLD_SGD_KEYS | {"n_train", "regime", "adv_eps", "adv_steps", "adv_step_size", "trades_beta"}
 
 
@@ -154,6 +156,9 @@ def test_new_options_leave_old_keys_alone() -> None:
     assert set(_job_with(TrainConfig(), sparsity=0.5, pruner="l1_filter").pruned_params()["finetune"]) == OLD_SGD_KEYS
     assert _job_with(TrainConfig(warmup_epochs=1)).dense_key != base.dense_key
     assert _job_with(TrainConfig(schedule="onecycle")).dense_key != base.dense_key
+    assert set(base.params()["eval"]) == OLD_EVAL_KEYS
+    nhwc = replace(base, eval=EvalConfig(channels_last=True))
+    assert nhwc.key != base.key and nhwc.pruned_key == base.pruned_key  # the evaluation changed, not the model
 
 
 def _job_with(train: TrainConfig, sparsity: float = 0.0, pruner: str = "none") -> JobSpec:

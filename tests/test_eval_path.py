@@ -3,6 +3,8 @@ the ball check as one reduction, and an AutoAttack that is never weaker than pya
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
@@ -315,3 +317,27 @@ def test_interrupted_evaluation_resumes_without_redoing_finished_attacks(trained
     # A file from other attacks (or another model: other clean outcomes) is ignored.
     other = run_attacks(trained_cnn, x, y, specs[:1], cpu, 64, seed=3, progress=progress)
     assert other.robust.keys() == {("fgsm", 0.05), ("fgsm", 0.1)}
+
+
+def test_channels_last_evaluation_attacks_the_nhwc_model_and_matches_nchw(trained_cnn: nn.Module, digits: ImageData) -> None:
+    """`[eval] channels_last`: every forward pass sees NHWC weights, outcomes agree with NCHW, the layout is restored."""
+    seen: list[bool] = []
+    original = trained_cnn.forward
+
+    def spy(x: Tensor) -> Tensor:
+        seen.append(all(p.is_contiguous(memory_format=torch.channels_last) for p in trained_cnn.parameters() if p.dim() == 4))
+        return original(x)
+
+    data = ImageData("d", digits.x_train[:10], digits.y_train[:10], digits.x_test[:60], digits.y_test[:60], digits.classes, digits.mean, digits.std)
+    specs = (AttackSpec("fgsm", (0.1,)), AttackSpec("pgd_linf", (0.1,), (("steps", 5),)))
+    cfg = EvalConfig(n_examples=40, batch_size=64, sanity_examples=0)
+    nchw = {(m.metric, m.attack, m.eps): m.value for m in evaluate(trained_cnn, data, cfg, specs, torch.device("cpu"), 0)}
+    trained_cnn.forward = spy  # type: ignore[method-assign]
+    try:
+        nhwc = {(m.metric, m.attack, m.eps): m.value for m in evaluate(trained_cnn, data, replace(cfg, channels_last=True), specs, torch.device("cpu"), 0)}
+    finally:
+        del trained_cnn.forward
+    assert seen and all(seen)
+    assert all(p.is_contiguous() for p in trained_cnn.parameters())
+    accuracies = {k: v for k, v in nchw.items() if k[0].endswith("acc")}
+    assert accuracies and all(nhwc[k] == v for k, v in accuracies.items())

@@ -37,7 +37,9 @@ DENSE_FAMILIES = ("none", "control")
 SCHEDULES = ("cosine", "onecycle")
 # Keys added after results were stored: left out of a job's key while at their default, so old keys stay valid.
 # fp32 was the only arithmetic before `precision` existed.
-KEYED_WHEN_SET = {"precision": "fp32", "schedule": "cosine", "warmup_epochs": 0, "checkpoint": None, "model_dir": None}
+KEYED_WHEN_SET = {
+    "precision": "fp32", "schedule": "cosine", "warmup_epochs": 0, "checkpoint": None, "model_dir": None, "channels_last": False,
+}
 ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
 
 
@@ -119,6 +121,9 @@ class EvalConfig:
     sanity_examples: int = 64  # examples the extra sanity-check attacks run on (0 = only checks needing no extra runs)
     # Threat model -> attack names that count as reference strength there (DEFAULT_REFERENCE when empty).
     reference: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Evaluate in NHWC: the same fp32 model, convolutions summed in another order (so numbers differ by rounding,
+    # and the setting is keyed); on this CPU AutoAttack ran faster in it (docs/grids.md, "The study").
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         ref = self.reference
@@ -205,7 +210,7 @@ class JobSpec:
         return {
             "protocol": PROTOCOL_VERSION,
             "pruned": self.pruned_params(),
-            "eval": asdict(self.eval),
+            "eval": config_params(self.eval),
             "attacks": [a.as_dict() for a in self.attacks],
         }
 
@@ -225,8 +230,8 @@ class JobSpec:
         return key_of(self.params())
 
 
-def config_params(cfg: SGDConfig) -> dict[str, Any]:
-    """A training config as key material, without the later-added keys that still hold their default."""
+def config_params(cfg: SGDConfig | EvalConfig) -> dict[str, Any]:
+    """A config as key material, without the later-added keys that still hold their default."""
     return {k: v for k, v in asdict(cfg).items() if k not in KEYED_WHEN_SET or v != KEYED_WHEN_SET[k]}
 
 

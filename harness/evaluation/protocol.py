@@ -99,10 +99,14 @@ def evaluate(
     """
     x, y = eval_subset(data, cfg)
     bs = BatchSize(eval_batch_size(cfg.batch_size, len(y), device))
-    clean = accuracy(model, data.x_test, data.y_test, device, bs)
-    idx = subset_indices(len(data.y_test), cfg.n_examples, EVAL_SUBSET_SEED)
-    ev = run_attacks(model, x, y, specs, device, bs, seed, clean_correct=clean if idx is None else clean[idx], progress=progress)
-    flags, folds = sanity_metrics(model, x, y, ev, specs, replace(cfg, batch_size=bs.size), device, seed)
+    model.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    try:
+        clean = accuracy(model, data.x_test, data.y_test, device, bs)
+        idx = subset_indices(len(data.y_test), cfg.n_examples, EVAL_SUBSET_SEED)
+        ev = run_attacks(model, x, y, specs, device, bs, seed, clean_correct=clean if idx is None else clean[idx], progress=progress)
+        flags, folds = sanity_metrics(model, x, y, ev, specs, replace(cfg, batch_size=bs.size), device, seed)
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # checkpoints and later stages see the usual layout
     metrics = metrics_of(ev, cfg.references(), folds) + flags + [Metric("eval_batch_size", float(bs.size))]
     if progress is not None:
         progress.unlink(missing_ok=True)
