@@ -69,6 +69,24 @@ def test_rerun_recomputes_nothing(tiny_run: tuple[Path, Path]) -> None:
     assert values(db) == before
 
 
+def test_dry_run_says_what_a_run_would_compute_and_writes_nothing(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    root, grid = tiny_run
+    fresh_db = tmp_path / "new.db"
+    out = runner.invoke(app, ["run", "--grid", str(grid), "--db", str(fresh_db), "--site-dir", str(tmp_path / "site"), "--device", "cpu", "--dry-run"])
+    assert out.exit_code == 0, out.output
+    # Two jobs (none, l1_filter) on one seed: one dense model, one pruned model, two evaluations; the cache is new.
+    assert "2 jobs, 0 already done" in out.output and "train 1 dense models, make 1 pruned models" in out.output
+    assert "evaluate 2 jobs" in out.output
+    assert not fresh_db.exists() and not (tmp_path / "site").exists() and not (tmp_path / ".harness").exists()
+    db = root / "results.db"
+    before = db.read_bytes()
+    done = runner.invoke(app, ["run", "--grid", str(grid), "--db", str(db), "--site-dir", str(tmp_path / "site"), "--device", "cpu", "--dry-run"])
+    assert done.exit_code == 0 and "2 jobs, 2 already done" in done.output and "evaluate 0 jobs" in done.output
+    assert db.read_bytes() == before
+    bad = runner.invoke(app, ["run", "--grid", str(tmp_path / "missing.toml"), "--db", str(fresh_db), "--dry-run"])
+    assert bad.exit_code != 0 and not fresh_db.exists()
+
+
 def test_provenance_recorded(tiny_run: tuple[Path, Path]) -> None:
     root, _ = tiny_run
     from sqlalchemy import select

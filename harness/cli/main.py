@@ -73,6 +73,7 @@ def run(
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: a local Ray).")] = None,
     timeout: Annotated[Optional[float], typer.Option(help="Per-task time limit in seconds.")] = None,
     retries: Annotated[int, typer.Option(help="Retries of a task after a transient failure (worker crash, OOM).")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the grid and say what a run would compute; run and write nothing.")] = False,
 ) -> None:
     """Run a grid: train, prune, fine-tune, attack; store results and render the site."""
     from harness.scheduling.runner import RunOptions
@@ -86,13 +87,13 @@ def run(
         _fail(HarnessError(f"--devices {devices!r} must be comma-separated GPU indices, e.g. 0,2."))
     opts = RunOptions(
         grid=grid, db=db, site_dir=site_dir, device=device, devices=device_ids, workers=workers, executor=executor,
-        address=address, data_dir=data_dir, cache_dir=cache_dir, fresh=fresh, timeout_s=timeout, retries=retries,
+        address=address, data_dir=data_dir, cache_dir=cache_dir, fresh=fresh, timeout_s=timeout, retries=retries, dry_run=dry_run,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
         if db.exists():
             check_current(db)  # a foreign or damaged --db is refused before anything else starts
-        with Progress(*columns, console=err, transient=False) as bar:
+        with Progress(*columns, console=err, transient=dry_run) as bar:
             task = bar.add_task("jobs", total=None)
 
             failed = 0
@@ -113,6 +114,15 @@ def run(
         how = signame(exc)
         err.print(f"interrupted ({how}): running jobs marked 'interrupted', workers stopped; run the same command again to finish them")
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None
+    if dry_run:
+        p = summary.planned
+        console.print(
+            f"grid [bold]{summary.grid}[/] is valid: {summary.total} jobs, {summary.cached} already done in {db}; a run would train "
+            f"{p['dense']} dense models, make {p['pruned']} pruned models (prune + fine-tune) and evaluate {p['eval']} jobs. Nothing was run."
+        )
+        for note in summary.notes:
+            err.print(f"note: {note}", highlight=False, soft_wrap=True)
+        return
     console.print(
         f"grid [bold]{summary.grid}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
         f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {db}; site in {site_dir}/index.html"

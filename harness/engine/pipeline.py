@@ -23,6 +23,7 @@ from harness.api.metrics import Metric
 from harness.api.nets import Normalized
 from harness.api.plugins import architectures, attacks, datasets, pruners
 from harness.api.pruner import PruneContext
+from harness.engine import published
 from harness.engine.artifacts import ArtifactCache
 from harness.engine.budget import finetune_epochs
 from harness.engine.checkpoints import load_dense
@@ -64,6 +65,8 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
         return model.eval(), meta | {"cached": True}
     if job.train.checkpoint is not None:  # the user's dense model, checked and measured
         model, meta = load_dense(job, data, device)
+    elif not fresh and (pub := published.find(job.dense_key)) is not None:  # trained by this project, committed
+        model, meta = published.restore(job, data, device, pub)
     else:
         model = build_model(job, data, device)
         t0 = time.perf_counter()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.api.config import JobSpec
+from harness.engine import published
 
 STAGES = ("dense", "pruned", "eval")
 
@@ -32,7 +33,8 @@ def build_dag(jobs: list[JobSpec], artifacts: Path, fresh: bool = False) -> dict
     for job in jobs:
         deps: list[str] = []
         dense_id = f"dense:{job.dense_key}"
-        if fresh or not (artifacts / "dense" / f"{job.dense_key}.pt").is_file():
+        # A published dense model is restored by the first pruned or eval task that needs it: no training task.
+        if fresh or not ((artifacts / "dense" / f"{job.dense_key}.pt").is_file() or published.find(job.dense_key)):
             tasks.setdefault(dense_id, Task(dense_id, "dense", job))
             deps.append(dense_id)
         if job.pruner.name != "none":

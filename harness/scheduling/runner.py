@@ -15,7 +15,7 @@ from harness.api.errors import HarnessError
 from harness.api.plugins import datasets
 from harness.engine.grid import Grid, load_grid
 from harness.engine.provenance import environment
-from harness.scheduling.dag import build_dag
+from harness.scheduling.dag import STAGES, build_dag
 from harness.scheduling.executors import (
     Executor,
     InlineExecutor,
@@ -55,6 +55,8 @@ class RunOptions:
     pruner_stubs: dict[str, dict[str, str]] = field(default_factory=dict)
     # With plugin files: sandbox their workers (read-only file system but their folder and the cache, no network).
     sandbox: bool = False
+    # Validate everything a run validates and say what it would compute; run nothing, write nothing.
+    dry_run: bool = False
 
     @property
     def cache_root(self) -> Path:
@@ -74,6 +76,8 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what validation changed, e.g. duplicate grid entries collapsed
+    # Tasks by stage (dense, pruned, eval) that a dry run found still to compute.
+    planned: dict[str, int] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -184,6 +188,11 @@ def _run(opts: RunOptions, grid: Grid, device: torch.device, configs: list[Worke
     todo = [j for j in grid.jobs if j.key not in done_before]
     summary.cached = len(grid.jobs) - len(todo)
     check_datasets(grid, todo, opts)
+    if opts.dry_run:
+        tasks = build_dag(todo, opts.cache_root / "artifacts", fresh=opts.fresh) if todo else {}
+        summary.planned = {stage: sum(t.stage == stage for t in tasks.values()) for stage in STAGES}
+        summary.seconds = time.perf_counter() - t0
+        return summary
     if todo:
         tasks = build_dag(todo, opts.cache_root / "artifacts", fresh=opts.fresh)
         executor = make_executor(opts, configs)
