@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,22 @@ def test_report_marks_rows_of_an_older_protocol(store: Store) -> None:
     add_job(store, "d0", "none", 0.0, 0, _job(_mask(20)))  # params without a protocol: version 1
     assert "none †" in report(store)
     assert math.isfinite(binomial_two_sided(1, 3))
+
+
+def test_report_regenerates_only_the_tables_of_a_page(store: Store, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+
+    _study(store, 3)
+    page = tmp_path / "study.md"
+    page.write_text("# Study\n\nHand-written reading.\n\n## Tables\n\nstale numbers\n")
+    args = ["report", "--db", str(store.path), "--out", str(page), "--section", "Tables"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    text = page.read_text()
+    assert text.startswith("# Study\n\nHand-written reading.\n\n## Tables\n") and "stale numbers" not in text
+    assert "\n### " in text and "| l1_filter |" in text and text.count("\n## ") == 1  # the boards sit one level down
+    assert CliRunner().invoke(app, args).exit_code == 0 and page.read_text() == text  # idempotent
+    page.write_text("# Study\n\nno tables heading\n")
+    bad = CliRunner().invoke(app, args)
+    assert bad.exit_code != 0 and "## Tables" in bad.output and page.read_text() == "# Study\n\nno tables heading\n"

@@ -256,13 +256,19 @@ def report(
     db: DbOpt = DEFAULT_DB,
     out: Annotated[Optional[Path], typer.Option(help="Write the Markdown here instead of printing it.")] = None,
     title: Annotated[str, typer.Option(help="Heading of the report.")] = "Study results",
+    section: Annotated[Optional[str], typer.Option(help="With --out: replace only the file's part from its `## SECTION` heading on; the prose above stays.")] = None,
 ) -> None:
     """Markdown report of the study: each pruned row against the fine-tuned control and the dense model, paired, with McNemar p-values."""
     from harness.site.report import report as make_report
+    from harness.site.report import splice
     from harness.store.session import Store
 
     try:
         text = make_report(Store(db, readonly=True), title)
+        if section is not None:
+            if out is None or not out.is_file():
+                raise HarnessError("--section needs --out naming an existing file, e.g. --out docs/study.md --section Tables.")
+            text = splice(out.read_text(), section, text).rstrip("\n")
     except HarnessError as exc:
         _fail(exc)
     if out is None:

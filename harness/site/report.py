@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from harness.api.errors import HarnessError
 from harness.site.board import families, threat_models
 from harness.store.queries import (
     MIN_SEEDS,
@@ -142,3 +143,18 @@ def report(store: Store, title: str = "Study results") -> str:
     for b in boards:
         lines += board_markdown(b)
     return "\n".join(lines)
+
+
+def splice(document: str, section: str, generated: str) -> str:
+    """`document` with everything from its `## section` heading on replaced by `generated` (a report), one level down.
+
+    The prose above the heading is kept, so a page like docs/study.md mixes hand-written reading with tables that
+    are only ever regenerated.
+    """
+    heading = f"## {section}"
+    lines = document.splitlines()
+    if heading not in lines:
+        raise HarnessError(f"no line {heading!r} in the file; add it where the generated tables go (everything after it is replaced).")
+    body = generated.splitlines()[1:]  # the report's own "# title"
+    body = ["#" + line if line.startswith("## ") else line for line in body]
+    return "\n".join(lines[: lines.index(heading) + 1] + body).rstrip() + "\n"
