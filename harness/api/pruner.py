@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +24,9 @@ class PruneContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     # Called between the steps of an iterative schedule: fine_tune(model, step_index).
     fine_tune: Callable[[nn.Module, int], None] | None = None
+    # Shared by every prune() of one job on copies of the same dense model (match = "macs" bisects over many):
+    # a pruner may keep there what depends only on that model, e.g. its first step's scores.
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 class Pruner(ABC):

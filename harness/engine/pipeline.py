@@ -177,7 +177,7 @@ def matched_sparsity(job: JobSpec, dense: nn.Module, ctx: PruneContext, data: Im
     target = 1.0 - job.sparsity
     example = to_float(data.x_test[:1]).to(device)
     base = count_macs(dense, example)
-    probe = PruneContext(ctx.example_inputs, ctx.calibration, ctx.seed, ctx.device, fine_tune=None)
+    probe = PruneContext(ctx.example_inputs, ctx.calibration, ctx.seed, ctx.device, fine_tune=None, memo=ctx.memo)
 
     def ratio(s: float) -> float:
         pruner = pruners.get(job.pruner.name).obj(**dict(job.pruner.params))

@@ -101,7 +101,7 @@ class FilterPruner(Pruner):
             return model
         net = inner(model)
         example = net_input(model, ctx.example_inputs[:1])
-        importance = self.importance(model, ctx)
+        importance: GroupImportance | None = None  # built only when something is scored (not on a memo hit)
         initial: dict[nn.Module, int] = {}  # root layer -> channels before pruning (group quotas use it)
         total_filters = filter_counts(net)
         for step, target in enumerate(self.step_targets(sparsity)):
@@ -111,8 +111,17 @@ class FilterPruner(Pruner):
             for g in groups:
                 initial.setdefault(g[0].dep.target.module, group_size(g))
             model.eval()
-            importance.prepare(model, ctx, groups)
-            scores = [_checked(importance(g), g, type(self).__name__) for g in groups]
+            # The first step scores the dense model itself: the same for every sparsity a MACs match tries.
+            memo_key = f"{type(self).__qualname__}/scores/step0"
+            cached = ctx.memo.get(memo_key) if step == 0 else None
+            if cached is not None and len(cached) == len(groups):
+                scores = [_checked(s, g, type(self).__name__) for s, g in zip(cached, groups)]
+            else:
+                importance = importance or self.importance(model, ctx)
+                importance.prepare(model, ctx, groups)
+                scores = [_checked(importance(g), g, type(self).__name__) for g in groups]
+                if step == 0:
+                    ctx.memo[memo_key] = scores
             if self.global_ranking:
                 plan = _global_plan(groups, scores, round(target * total_filters) - (total_filters - filter_counts(net)))
             else:
