@@ -249,7 +249,7 @@ def _grid_file(name: str) -> list[JobSpec]:
 def test_study_grid_is_the_issues_setup() -> None:
     jobs = _grid_file("study")
     assert {(j.dataset, j.architecture, j.train.n_train) for j in jobs} == {("cifar10", "resnet20", None)}  # full CIFAR-10
-    assert {j.seed for j in jobs} == {0, 1, 2} and {j.sparsity for j in jobs if j.pruner.name not in ("none", "dense_finetuned")} == {0.3, 0.5}
+    assert {j.seed for j in jobs} == {0, 1, 2} and {j.sparsity for j in jobs if j.pruner.name not in ("none", "dense_finetuned")} == {0.35, 0.46}
     names = {j.pruner.name for j in jobs}
     assert {"l1_filter", "hrank", "expected_abs", "kl_divergence", "pls_vip", "random_filter", "layer_pls_vip"} <= names
     eps = {a.name: set(a.eps) for a in jobs[0].attacks}
