@@ -113,9 +113,8 @@ def test_protocol_version_is_in_every_key() -> None:
 def test_match_macs_reaches_the_target_within_two_percent(name: str, digits: ImageData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """match = 'macs': the pipeline finds the pruner's sparsity that keeps half the MACs, measured."""
     from harness.api.data import to_float
-    from harness.evaluation.measure import count_macs
-
     from harness.api.plugins import pruners
+    from harness.evaluation.measure import count_macs
 
     _record(monkeypatch)
     scored: list[int] = []

@@ -26,6 +26,7 @@ from harness.api.nets import Normalized
 from harness.api.paths import CHECKPOINTS_DIR, REPO
 from harness.api.plugins import architectures
 from harness.engine.checkpoints import SEED_FILE, fit, sha256_file
+from harness.engine.grid import load_grid
 
 INDEX = "keys.json"
 SUMS = "SHA256SUMS"
@@ -86,10 +87,6 @@ def publish(cache_root: Path, job: JobSpec, folder: Path) -> str:
 
 def publish_grid(grid: str, cache_root: Path, out: Path, device_type: str = "cpu") -> list[tuple[Path, str]]:
     """Publish every dense model of `grid` found in the cache under out/<architecture>-<dataset>/; (file, sha256) each."""
-    from harness.engine.grid import (
-        load_grid,  # the grid loader reads plugins; publishing is a rare, late step
-    )
-
     done: dict[str, tuple[Path, str]] = {}
     for job in (for_device(j, device_type) for j in load_grid(grid).jobs):
         cached = Path(cache_root) / "artifacts" / "dense" / f"{job.dense_key}.pt"
