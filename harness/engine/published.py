@@ -10,6 +10,7 @@ trained in this run or restored; its key stays the key of the training run. Brin
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from harness.api.files import atomic_write, atomic_write_text
 from harness.api.nets import Normalized
 from harness.api.paths import CHECKPOINTS_DIR, REPO
 from harness.api.plugins import architectures
+from harness.engine.artifacts import ArtifactCache
 from harness.engine.checkpoints import SEED_FILE, fit, sha256_file
 from harness.engine.grid import load_grid
 
@@ -43,10 +45,16 @@ class Published:
     meta: dict[str, Any]
 
 
+@functools.cache
+def _index(path: Path, mtime_ns: int) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
 def find(dense_key: str, root: Path | None = None) -> Published | None:
     """The published model trained under `dense_key` (in root, default the repository's checkpoints/), or None."""
     for index in sorted((root or CHECKPOINTS_DIR).glob(f"*/{INDEX}")):
-        entry = json.loads(index.read_text()).get(dense_key)
+        # Read once per file version: the DAG asks for every job of a grid.
+        entry = _index(index, index.stat().st_mtime_ns).get(dense_key)
         if entry is not None:
             return Published(index.parent / entry["file"], entry["sha256"], dict(entry.get("meta", {})))
     return None
@@ -68,16 +76,17 @@ def restore(job: JobSpec, data: ImageData, device: torch.device, pub: Published)
 
 def publish(cache_root: Path, job: JobSpec, folder: Path) -> str:
     """Write the cached dense model of `job` as `folder/seed<N>.pt`, list it in keys.json and SHA256SUMS; its sha256."""
-    cached = Path(cache_root) / "artifacts" / "dense" / f"{job.dense_key}.pt"
-    if not cached.is_file():
-        raise CheckpointError(f"no dense model {job.dense_key} in {cached.parent}: run the grid until its dense training finishes, then publish.")
-    blob = torch.load(cached, map_location="cpu", weights_only=False)  # the harness's own cache file
+    cache = ArtifactCache(Path(cache_root) / "artifacts")
+    hit = cache.load("dense", job.dense_key, torch.device("cpu"))
+    if hit is None:
+        raise CheckpointError(f"no dense model {job.dense_key} in {cache.path('dense', job.dense_key).parent}: run the grid until its dense training finishes, then publish.")
+    model, cached_meta = hit
     out = Path(folder) / SEED_FILE.format(seed=job.seed)
-    atomic_write(out, lambda fh: torch.save(blob["model"].state_dict(), fh))
+    atomic_write(out, lambda fh: torch.save(model.state_dict(), fh))
     sha = sha256_file(out)
     index_path = Path(folder) / INDEX
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    meta = {k: blob["meta"][k] for k in META_KEYS if k in blob["meta"]}
+    meta = {k: cached_meta[k] for k in META_KEYS if k in cached_meta}
     index[job.dense_key] = {"file": out.name, "sha256": sha, "seed": job.seed, "meta": meta}
     atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True) + "\n")
     files = sorted({e["file"]: e["sha256"] for e in index.values()}.items())
@@ -87,10 +96,10 @@ def publish(cache_root: Path, job: JobSpec, folder: Path) -> str:
 
 def publish_grid(grid: str, cache_root: Path, out: Path, device_type: str = "cpu") -> list[tuple[Path, str]]:
     """Publish every dense model of `grid` found in the cache under out/<architecture>-<dataset>/; (file, sha256) each."""
+    cache = ArtifactCache(Path(cache_root) / "artifacts")
     done: dict[str, tuple[Path, str]] = {}
     for job in (for_device(j, device_type) for j in load_grid(grid).jobs):
-        cached = Path(cache_root) / "artifacts" / "dense" / f"{job.dense_key}.pt"
-        if job.dense_key in done or job.train.checkpoint is not None or not cached.is_file():
+        if job.dense_key in done or job.train.checkpoint is not None or not cache.path("dense", job.dense_key).is_file():
             continue
         folder = Path(out) / f"{job.architecture}-{job.dataset}"
         done[job.dense_key] = (folder / SEED_FILE.format(seed=job.seed), publish(cache_root, job, folder))
