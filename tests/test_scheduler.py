@@ -73,12 +73,26 @@ def test_dag_shares_dense_and_orders_stages(tmp_path: Path) -> None:
     stages = sorted(t.stage for t in tasks.values())
     assert stages == ["dense", "eval", "eval", "eval", "pruned", "pruned"]
     dense = next(t for t in tasks.values() if t.stage == "dense")
-    assert dense.dependents == 3
     assert all(dense.id in t.deps for t in tasks.values() if t.stage == "pruned")
     # Cached artifacts drop their tasks.
     (tmp_path / "dense").mkdir()
     (tmp_path / "dense" / f"{jobs[0].dense_key}.pt").write_bytes(b"")
     assert not [t for t in build_dag(jobs, tmp_path).values() if t.stage == "dense"]
+
+
+def test_tasks_run_job_by_job_in_grid_order(tmp_path: Path) -> None:
+    import tomllib
+
+    raw = tomllib.loads(TINY_GRID)
+    raw["pruners"], raw["seeds"] = ["none", "l1_filter"], [0, 1]
+    jobs = parse_grid(raw).jobs
+    tasks = build_dag(jobs, tmp_path)
+    ranked = [(t.stage, t.job.seed, t.job.pruner.name) for t in sorted(tasks.values(), key=lambda t: t.priority)]
+    # Each job's stages before the next job's: a run cut short leaves finished rows, not only trained models.
+    assert ranked == [
+        ("dense", 0, "none"), ("eval", 0, "none"), ("pruned", 0, "l1_filter"), ("eval", 0, "l1_filter"),
+        ("dense", 1, "none"), ("eval", 1, "none"), ("pruned", 1, "l1_filter"), ("eval", 1, "l1_filter"),
+    ]
 
 
 def test_failures_and_timeouts_are_isolated_and_rerun_retries_only_them(tmp_path: Path) -> None:

@@ -19,36 +19,34 @@ class Task:
     stage: str
     job: JobSpec
     deps: list[str] = field(default_factory=list)
-    dependents: int = 0  # eval tasks that wait on this one (for ordering)
+    order: int = 0  # position in the grid of the first job that needs this task
 
     @property
     def priority(self) -> tuple[int, int]:
-        """Earlier stages first (they unblock others), then the ones most jobs wait on."""
-        return (STAGES.index(self.stage), -self.dependents)
+        """Jobs in grid order, each one's stages in turn: finished jobs reach the database as the run goes.
+
+        A run that stops early (a session's end, a time limit) then leaves complete rows behind, not a cache of
+        trained-but-unevaluated models; a worker with nothing ready for the next job starts a later one's stages.
+        """
+        return (self.order, STAGES.index(self.stage))
 
 
 def build_dag(jobs: list[JobSpec], artifacts: Path, fresh: bool = False) -> dict[str, Task]:
     """Tasks for `jobs`: one per distinct uncached dense and pruned model, one eval per job."""
     tasks: dict[str, Task] = {}
-    for job in jobs:
+    for order, job in enumerate(jobs):
         deps: list[str] = []
         dense_id = f"dense:{job.dense_key}"
         # A published dense model is restored by the first pruned or eval task that needs it: no training task.
         if fresh or not ((artifacts / "dense" / f"{job.dense_key}.pt").is_file() or published.find(job.dense_key)):
-            tasks.setdefault(dense_id, Task(dense_id, "dense", job))
+            tasks.setdefault(dense_id, Task(dense_id, "dense", job, order=order))
             deps.append(dense_id)
         if job.pruner.name != "none":
             pruned_id = f"pruned:{job.pruned_key}"
             if fresh or not (artifacts / "pruned" / f"{job.pruned_key}.pt").is_file():
                 if pruned_id not in tasks:
-                    tasks[pruned_id] = Task(pruned_id, "pruned", job, deps=list(deps))
+                    tasks[pruned_id] = Task(pruned_id, "pruned", job, deps=list(deps), order=order)
                 deps = [pruned_id]
         eval_id = f"eval:{job.key}"
-        tasks[eval_id] = Task(eval_id, "eval", job, deps=deps)
-    for t in tasks.values():
-        if t.stage == "eval":
-            for d in t.deps:
-                tasks[d].dependents += 1
-                for dd in tasks[d].deps:
-                    tasks[dd].dependents += 1
+        tasks[eval_id] = Task(eval_id, "eval", job, deps=deps, order=order)
     return tasks
