@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -92,6 +93,17 @@ def test_report_headline_is_against_the_control(store: Store) -> None:
     p_dense = f"p={2 / 2**60:.2g}"
     assert cells[6:10] == ["+0.0 (p=1)", f"**+10.0 ({p_control})**", "+0.0 (p=1)", f"**+20.0 ({p_dense})**"]
     assert "supports the claim: 1 of 1 pruned rows gain robustness over the fine-tuned control" in text
+
+
+def test_report_gives_each_attack_against_the_control(store: Store) -> None:
+    _study(store, 3)
+    lines = report(store).splitlines()
+    head = next(i for i, line in enumerate(lines) if "attack by attack" in line)
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[head + 2 :]))
+    assert table[0].split("|")[4].strip() == "Δ control pgd_linf 8/255"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]
+    # Only the pruned row: PGD sees the same 10 gained images on each of 3 seeds as the worst case does.
+    assert rows == [["a", "l1_filter", "0.5", f"**+10.0 (p={2 / 2**30:.2g})**"]]
 
 
 def test_report_shows_seeds_and_no_mark_with_two_seeds(store: Store) -> None:

@@ -95,6 +95,20 @@ def _label(r: BoardRow) -> str:
     return r.pruner_label + (f" {OUTDATED}" if r.outdated else "")
 
 
+def _by_attack(rows: list[BoardRow], attacks: list[Column]) -> list[str]:
+    """Each row against the fine-tuned control, attack by attack: which attack a worst-case change comes from."""
+    if not attacks:
+        return []
+    lines = ["", "The same rows against the fine-tuned dense control, attack by attack (Δ in points, paired p-value):", ""]
+    head = ["architecture", "pruner", "sparsity"] + [f"Δ control {_col(c)}" for c in attacks]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        if r.is_control:
+            continue  # the control against itself says nothing
+        lines.append("| " + " | ".join([r.architecture, _label(r), f"{r.sparsity:g}"] + [paired(r.vs_control.get(c)) for c in attacks]) + " |")
+    return lines
+
+
 def board_markdown(b: Board) -> list[str]:
     """One board: every row's accuracies, then each pruned row against its control and its dense model, and verdicts."""
     lines = [f"## {b.dataset}, {b.threat_model}", ""]
@@ -117,6 +131,7 @@ def board_markdown(b: Board) -> list[str]:
             cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", _ratio(r, "params_ratio"), _ratio(r, "macs_ratio")]
             cells += [paired(r.vs_control.get(c)) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
     lines += ["", "Verdicts (pruned vs the fine-tuned dense control of the same seed, paired over images and seeds):", ""]
     for c in [c for c in b.columns if c[0] == WORST]:
         lines.append(f"- **worst case over attacks (reference strength), eps {_eps(c[1])}**: {verdict(b.rows, c)}.")
