@@ -306,11 +306,13 @@ def test_interrupted_evaluation_resumes_without_redoing_finished_attacks(trained
     with pytest.raises(KeyboardInterrupt):
         run_attacks(trained_cnn, x, y, specs, cpu, 64, seed=3, progress=progress)
     monkeypatch.setattr(runs, "atomic_write", real)
+    stored = torch.load(progress, weights_only=False)["seconds"]
     calls = []
     real_correct = runs.attack_correct
     monkeypatch.setattr(runs, "attack_correct", lambda attack, name, *a, **k: calls.append((name, a[3])) or real_correct(attack, name, *a, **k))
     resumed = run_attacks(trained_cnn, x, y, specs, cpu, 64, seed=3, progress=progress)
     assert calls == [("fgsm", 0.1), ("pgd_linf", 0.05)]  # FGSM at 0.05 came from the file
+    assert stored.keys() == {"fgsm"} and resumed.resumed_seconds == stored["fgsm"] > 0  # its time is counted, not lost
     assert resumed.robust.keys() == whole.robust.keys()
     assert all(torch.equal(resumed.robust[k], whole.robust[k]) for k in whole.robust)
     assert torch.equal(resumed.perturbation["deepfool"], whole.perturbation["deepfool"])

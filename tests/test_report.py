@@ -106,6 +106,17 @@ def test_report_gives_each_attack_against_the_control(store: Store) -> None:
     assert rows == [["a", "l1_filter", "0.5", f"**+10.0 (p={2 / 2**30:.2g})**"]]
 
 
+def test_report_gives_each_stage_wall_time_over_seeds(store: Store) -> None:
+    for seed, secs in enumerate((100.0, 140.0, 120.0)):
+        timing = [Metric("train_seconds", 4000.0 + seed), Metric("finetune_seconds", secs), Metric("attack_seconds", 2 * secs, attack="pgd_linf")]
+        add_job(store, f"p{seed}", "l1_filter", 0.5, seed, _job(_mask(40)) + timing, params=_params("l1_filter", seed, 0.5))
+    lines = report(store).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Wall time of each stage"))
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in itertools.takewhile(lambda x: x.startswith("|"), lines[head + 2 :])]
+    assert table[0] == ["architecture", "pruner", "sparsity", "dense training", "pruning", "fine-tuning", "pgd_linf", "evaluation"]
+    assert table[2] == ["a", "l1_filter", "0.5", "4,000-4,002", "–", "100-140", "200-280", "–"]
+
+
 def test_report_shows_seeds_and_no_mark_with_two_seeds(store: Store) -> None:
     _study(store, 2)
     text = report(store)

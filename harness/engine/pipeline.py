@@ -243,8 +243,10 @@ def execute(job: JobSpec, data: ImageData, cache: ArtifactCache, device: torch.d
     if fresh:  # recompute everything, interrupted attacks included
         progress.unlink(missing_ok=True)
     metrics += evaluate(model, data, job.eval, job.attacks, device, job.seed, progress=progress)
-    metrics.append(Metric("eval_seconds", time.perf_counter() - t))
-    metrics.append(Metric("job_seconds", time.perf_counter() - t0))
+    # A resumed evaluation counts the attacks an interrupted session finished, as its attack_seconds do.
+    resumed = sum(m.value for m in metrics if m.metric == "eval_resumed_seconds")
+    metrics.append(Metric("eval_seconds", time.perf_counter() - t + resumed))
+    metrics.append(Metric("job_seconds", time.perf_counter() - t0 + resumed))
     plugins = {
         "dataset": datasets.get(job.dataset).as_dict(),
         "architecture": architectures.get(job.architecture).as_dict(),

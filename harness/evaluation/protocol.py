@@ -108,6 +108,8 @@ def evaluate(
     finally:
         model.to(memory_format=torch.contiguous_format)  # checkpoints and later stages see the usual layout
     metrics = metrics_of(ev, cfg.references(), folds) + flags + [Metric("eval_batch_size", float(bs.size))]
+    if ev.resumed_seconds:  # part of the evaluation ran in an earlier, interrupted session
+        metrics.append(Metric("eval_resumed_seconds", ev.resumed_seconds))
     if progress is not None:
         progress.unlink(missing_ok=True)
     return [Metric("clean_acc", float(clean.float().mean()))] + metrics

@@ -22,9 +22,9 @@ from harness.api.config import AttackSpec
 from harness.api.data import to_float
 from harness.api.errors import AttackError, HarnessError
 from harness.api.files import atomic_write
-from harness.api.progress import load_progress
 from harness.api.nets import frozen
 from harness.api.plugins import attacks
+from harness.api.progress import load_progress
 
 # Slack for float rounding when checking that an attack stayed inside its eps-ball.
 BALL_SLACK = 1e-5
@@ -44,6 +44,7 @@ class Evaluation:
     white_box: dict[str, bool] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    resumed_seconds: float = 0.0  # attack time spent by an earlier, interrupted call and restored from its progress file
     # The eval batch size the job ended with (smaller than configured after an out-of-memory retry).
     batch_size: int = 0
 
@@ -249,6 +250,7 @@ def run_attacks(
         saved = load_progress(progress, fingerprint) or {}
         ev.robust, ev.stages = dict(saved.get("robust", {})), dict(saved.get("stages", {}))
         ev.perturbation, ev.seconds = dict(saved.get("perturbation", {})), dict(saved.get("seconds", {}))
+        ev.resumed_seconds = sum(ev.seconds.values())
 
         def save() -> None:
             if progress is not None:

@@ -65,6 +65,7 @@ METRICS = {
     "sparsity_requested, sparsity_achieved": "the grid's sparsity and the one measured in the pruner's own unit",
     "train_seconds, prune_seconds, finetune_seconds, eval_seconds, job_seconds": "wall-clock time of each stage",
     "attack_seconds": "wall-clock time of one attack over every eps (attack)",
+    "eval_resumed_seconds": "part of eval_seconds spent by an earlier, interrupted session (resumed evaluations only)",
     "train_img_per_s": "dense training throughput (images per second of training)",
     "eval_batch_size": "the evaluation batch size the job ended with (halved from the configured one after out-of-memory)",
 }

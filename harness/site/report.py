@@ -109,6 +109,27 @@ def _by_attack(rows: list[BoardRow], attacks: list[Column]) -> list[str]:
     return lines
 
 
+def _seconds(values: list[float]) -> str:
+    """A stage's wall time over a row's seeds: one value, or the range."""
+    if not values:
+        return "–"
+    lo, hi = round(min(values)), round(max(values))
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
+def _wall_times(rows: list[BoardRow], attacks: list[str]) -> list[str]:
+    """Each row's wall time per stage, in seconds over its seeds, as the jobs recorded it."""
+    stages = [("dense training", "train_seconds", ""), ("pruning", "prune_seconds", ""), ("fine-tuning", "finetune_seconds", "")]
+    stages += [(a, "attack_seconds", a) for a in attacks] + [("evaluation", "eval_seconds", "")]
+    lines = ["", "Wall time of each stage in seconds (the range over seeds; a restored dense model reports its training run):", ""]
+    head = ["architecture", "pruner", "sparsity"] + [name for name, _, _ in stages]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [_seconds([v for j in r.jobs if (v := j.get(metric, attack)) is not None]) for _, metric, attack in stages]
+        lines.append("| " + " | ".join([r.architecture, _label(r), f"{r.sparsity:g}"] + cells) + " |")
+    return lines
+
+
 def board_markdown(b: Board) -> list[str]:
     """One board: every row's accuracies, then each pruned row against its control and its dense model, and verdicts."""
     lines = [f"## {b.dataset}, {b.threat_model}", ""]
@@ -132,6 +153,7 @@ def board_markdown(b: Board) -> list[str]:
             cells += [paired(r.vs_control.get(c)) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
             lines.append("| " + " | ".join(cells) + " |")
         lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
+    lines += _wall_times(b.rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
     lines += ["", "Verdicts (pruned vs the fine-tuned dense control of the same seed, paired over images and seeds):", ""]
     for c in [c for c in b.columns if c[0] == WORST]:
         lines.append(f"- **worst case over attacks (reference strength), eps {_eps(c[1])}**: {verdict(b.rows, c)}.")

@@ -24,8 +24,8 @@ from harness.api.attack import project
 from harness.api.config import SGDConfig, TrainConfig, resolve_precision
 from harness.api.data import ImageData, subset, to_float
 from harness.api.files import atomic_write
-from harness.api.progress import load_progress
 from harness.api.nets import frozen
+from harness.api.progress import load_progress
 from harness.attacks.pgd import pgd
 from harness.training.augment import augment_batch
 from harness.training.schedule import scheduler
