@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from harness.api.config import (
     DENSE_FAMILIES,

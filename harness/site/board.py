@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
-from harness.store.queries import DELTA, WORST, WORST_LOWER, Board, BoardRow, Column, Estimate, JobRecord, PairedTest
+from harness.store.queries import (
+    DELTA,
+    WORST,
+    WORST_LOWER,
+    Board,
+    BoardRow,
+    Column,
+    Estimate,
+    JobRecord,
+    PairedTest,
+)
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
 UNTOUCHED = "none"  # the dense model as trained: the fallback reference

@@ -13,12 +13,11 @@ import multiprocessing as mp
 import os
 import signal
 import tempfile
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 import harness
 from harness.api.errors import HarnessError, SubmissionError
