@@ -88,10 +88,12 @@ def test_tasks_run_job_by_job_in_grid_order(tmp_path: Path) -> None:
     jobs = parse_grid(raw).jobs
     tasks = build_dag(jobs, tmp_path)
     ranked = [(t.stage, t.job.seed, t.job.pruner.name) for t in sorted(tasks.values(), key=lambda t: t.priority)]
-    # Each job's stages before the next job's: a run cut short leaves finished rows, not only trained models.
+    # Dense models first (every job needs one), then each job's stages before the next job's: a run cut short
+    # leaves finished rows, not only fine-tuned models.
     assert ranked == [
-        ("dense", 0, "none"), ("eval", 0, "none"), ("pruned", 0, "l1_filter"), ("eval", 0, "l1_filter"),
-        ("dense", 1, "none"), ("eval", 1, "none"), ("pruned", 1, "l1_filter"), ("eval", 1, "l1_filter"),
+        ("dense", 0, "none"), ("dense", 1, "none"),
+        ("eval", 0, "none"), ("pruned", 0, "l1_filter"), ("eval", 0, "l1_filter"),
+        ("eval", 1, "none"), ("pruned", 1, "l1_filter"), ("eval", 1, "l1_filter"),
     ]
 
 

@@ -22,13 +22,14 @@ class Task:
     order: int = 0  # position in the grid of the first job that needs this task
 
     @property
-    def priority(self) -> tuple[int, int]:
-        """Jobs in grid order, each one's stages in turn: finished jobs reach the database as the run goes.
+    def priority(self) -> tuple[bool, int, int]:
+        """Dense models first, then jobs in grid order, each one's stages in turn.
 
-        A run that stops early (a session's end, a time limit) then leaves complete rows behind, not a cache of
-        trained-but-unevaluated models; a worker with nothing ready for the next job starts a later one's stages.
+        Every job waits on a dense model, so those go first. After that, finished jobs reach the database as the
+        run goes: a run that stops early (a session's end, a time limit) leaves complete rows behind, not a cache of
+        fine-tuned models with no results. A worker with nothing ready for the next job starts a later one's stages.
         """
-        return (self.order, STAGES.index(self.stage))
+        return (self.stage != "dense", self.order, STAGES.index(self.stage))
 
 
 def build_dag(jobs: list[JobSpec], artifacts: Path, fresh: bool = False) -> dict[str, Task]:
