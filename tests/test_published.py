@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,17 @@ def test_publishing_needs_the_trained_model(tiny_grid: Path, tmp_path: Path) -> 
     with pytest.raises(CheckpointError, match="run the grid until its dense training finishes"):
         published.publish(tmp_path, job, tmp_path / "pub")
     assert published.publish_grid(str(tiny_grid), tmp_path, tmp_path / "pub") == []
+
+
+def test_republishing_a_seed_replaces_its_entry(digits: ImageData, tiny_grid: Path, tmp_path: Path) -> None:
+    job = for_device(load_grid(str(tiny_grid)).jobs[0], "cpu")
+    longer = dataclasses.replace(job, train=dataclasses.replace(job.train, epochs=job.train.epochs + 1))
+    cache = ArtifactCache(tmp_path / "artifacts")
+    for j in (job, longer):
+        dense_model(j, digits, cache, CPU)
+    folder = tmp_path / "pub"
+    published.publish(tmp_path, job, folder)
+    sha = published.publish(tmp_path, longer, folder)  # a new recipe for the same seed overwrites seed0.pt
+    index = json.loads((folder / "keys.json").read_text())
+    assert list(index) == [longer.dense_key] and index[longer.dense_key]["sha256"] == sha
+    assert (folder / "SHA256SUMS").read_text() == f"{sha}  seed0.pt\n"

@@ -86,6 +86,8 @@ def publish(cache_root: Path, job: JobSpec, folder: Path) -> str:
     sha = sha256_file(out)
     index_path = Path(folder) / INDEX
     index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    # The file was just overwritten: a model published there before (another recipe, same seed) is gone from it.
+    index = {k: e for k, e in index.items() if e["file"] != out.name}
     meta = {k: cached_meta[k] for k in META_KEYS if k in cached_meta}
     index[job.dense_key] = {"file": out.name, "sha256": sha, "seed": job.seed, "meta": meta}
     atomic_write_text(index_path, json.dumps(index, indent=1, sort_keys=True) + "\n")
