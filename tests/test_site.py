@@ -555,3 +555,11 @@ def test_published_database_holds_no_machine_path() -> None:
     db = REPO / "results.db"
     leaks = sorted({m.group(0) for c in _text_cells(db) for m in [MACHINE_PATH.search(c)] if m})
     assert leaks == [], f"run `harness db scrub --db results.db` before committing it: {leaks}"
+
+
+def test_schema_page_is_the_same_in_every_process() -> None:
+    """The schema table lists unique constraints from a set: its order must not follow the process's hash seed."""
+    code = "from harness.site.build import _schema; print(_schema())"
+    out = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(h)}, capture_output=True, text=True, check=True).stdout
+           for h in range(4)}
+    assert len(out) == 1

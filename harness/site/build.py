@@ -487,7 +487,8 @@ def _schema() -> list[dict[str, Any]]:
         for c in t.columns:
             fk = ", ".join(f"{f.column.table.name}.{f.column.name}" for f in c.foreign_keys)
             cols.append({"name": c.name, "type": str(c.type), "nullable": c.nullable, "pk": c.primary_key, "fk": fk, "doc": c.comment or ""})
-        uniques = [", ".join(col.name for col in con.columns) for con in t.constraints if con.__class__.__name__ == "UniqueConstraint"]
+        # Sorted: a table's constraints are a set, so their order would change from one process to the next.
+        uniques = sorted(", ".join(col.name for col in con.columns) for con in t.constraints if con.__class__.__name__ == "UniqueConstraint")
         tables.append({"name": t.name, "columns": cols, "unique": uniques})
     return tables
 
