@@ -27,8 +27,8 @@ from harness.scheduling.scheduler import Policy, Scheduler
 from harness.scheduling.signals import signame
 from harness.scheduling.stubs import register_stubs
 from harness.scheduling.worker import WorkerConfig
-from harness.store.schema import check_current
-from harness.store.session import Store, owner_id
+from harness.store.schema import check_current, probe
+from harness.store.session import Store, owner_id, wait_for_first_page
 
 ProgressFn = Callable[[str, JobSpec, int, int], None]  # (event, job, finished, total)
 
@@ -176,15 +176,24 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
         return _run(opts, grid, device, worker_configs(opts, device, Path(private)), progress, t0)
 
 
+def _done_keys(db: Path, keys: list[str]) -> set[str]:
+    """Which of `keys` the database holds as done, read-only: a run that fails validation leaves the file unchanged."""
+    wait_for_first_page(db)
+    if probe(db, allow_blank=True) == 0:  # another `harness run` is creating this file right now: nothing is done yet
+        return set()
+    reader = Store(db, readonly=True)
+    try:
+        return reader.done_keys(keys)
+    finally:
+        reader.close()
+
+
 def _run(opts: RunOptions, grid: Grid, device: torch.device, configs: list[WorkerConfig], progress: ProgressFn | None, t0: float) -> RunSummary:
     """The body of `run` once the grid is valid and the workers are configured."""
     summary = RunSummary(grid.name, len(grid.jobs), notes=list(grid.notes))
     done_before: set[str] = set()
     if Path(opts.db).exists() and not opts.fresh:
-        # Read-only: a run that fails validation below must leave the file byte-for-byte unchanged.
-        reader = Store(opts.db, readonly=True)
-        done_before = reader.done_keys(j.key for j in grid.jobs)
-        reader.close()
+        done_before = _done_keys(Path(opts.db), [j.key for j in grid.jobs])
     todo = [j for j in grid.jobs if j.key not in done_before]
     summary.cached = len(grid.jobs) - len(todo)
     check_datasets(grid, todo, opts)

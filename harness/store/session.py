@@ -53,6 +53,14 @@ def _readonly_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def wait_for_first_page(path: Path) -> None:
+    """Give a file a concurrent `harness run` has just created a moment for SQLite to write its first page."""
+    for _ in range(20):
+        if path.stat().st_size > 0:
+            return
+        time.sleep(0.1)
+
+
 class Store:
     """A results database; every write is one transaction. `readonly` never changes the file."""
 
@@ -61,11 +69,7 @@ class Store:
         if (readonly or not create) and not self.path.exists():
             raise HarnessError(f"No results database at {self.path}; run `harness run` first or pass --db PATH.")
         if self.path.exists():
-            # A concurrent `harness run` may have just created the file: SQLite writes its first page a moment later.
-            for _ in range(20):
-                if self.path.stat().st_size > 0:
-                    break
-                time.sleep(0.1)
+            wait_for_first_page(self.path)
             # Before SQLAlchemy or WAL touch it: a foreign, empty, corrupt or other-version file is refused unchanged.
             check_current(self.path, allow_blank=not readonly)
         if readonly:
