@@ -171,19 +171,22 @@ def test_sigkill_mid_grid_then_rerun_equals_uninterrupted(reference: Reference, 
 
 def test_a_database_another_run_is_creating_counts_as_empty(tmp_path: Path) -> None:
     from harness.scheduling.runner import _done_keys
-    from harness.store.schema import DatabaseFileError
+    from harness.store.schema import DatabaseFileError, check_run_target
 
     # What a concurrent `harness run` sees while another one creates the file: no table yet, then tables but no
     # version row. Nothing in it is done, and it is not another program's database.
     blank = tmp_path / "blank.db"
     sqlite3.connect(blank).execute("pragma user_version = 1").connection.commit()
     assert blank.stat().st_size > 0 and _done_keys(blank, ["k"]) == set()
+    check_run_target(blank)  # the check before the grid is read lets it through too
     sqlite3.connect(blank).execute("create table meta (key text, value text)").connection.commit()
     assert _done_keys(blank, ["k"]) == set()
+    check_run_target(blank)
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("create table users (id integer)").connection.commit()
-    with pytest.raises(DatabaseFileError, match="another program"):  # a foreign file is still refused
-        _done_keys(other, ["k"])
+    for check in (lambda: _done_keys(other, ["k"]), lambda: check_run_target(other)):
+        with pytest.raises(DatabaseFileError, match="another program"):  # a foreign file is still refused
+            check()
 
 
 def test_two_concurrent_runs_share_the_work(tmp_path: Path) -> None:

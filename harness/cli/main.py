@@ -79,7 +79,7 @@ def run(
     from harness.scheduling.runner import RunOptions
     from harness.scheduling.runner import run as run_grid
     from harness.scheduling.signals import signame, stop_signals_interrupt
-    from harness.store.schema import check_current
+    from harness.store.schema import check_run_target
 
     try:
         device_ids = [int(d) for d in devices.split(",")] if devices else None
@@ -92,7 +92,7 @@ def run(
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
     try:
         if db.exists():
-            check_current(db)  # a foreign or damaged --db is refused before anything else starts
+            check_run_target(db)  # a foreign or damaged --db is refused before anything else starts
         with Progress(*columns, console=err, transient=dry_run) as bar:
             task = bar.add_task("jobs", total=None)
 

@@ -27,8 +27,8 @@ from harness.scheduling.scheduler import Policy, Scheduler
 from harness.scheduling.signals import signame
 from harness.scheduling.stubs import register_stubs
 from harness.scheduling.worker import WorkerConfig
-from harness.store.schema import check_current, probe
-from harness.store.session import Store, owner_id, wait_for_first_page
+from harness.store.schema import check_run_target, probe, wait_for_first_page
+from harness.store.session import Store, owner_id
 
 ProgressFn = Callable[[str, JobSpec, int, int], None]  # (event, job, finished, total)
 
@@ -166,7 +166,7 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     """Run a grid to completion; failed jobs are recorded and do not stop the others."""
     t0 = time.perf_counter()
     if Path(opts.db).exists():
-        check_current(opts.db)  # refused before the grid is even read, and the file left as it was
+        check_run_target(opts.db)  # refused before the grid is even read, and the file left as it was
     register_stubs(opts.pruner_stubs)
     grid = load_grid(opts.grid)
     device = resolve_device(opts.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -110,6 +111,24 @@ def check_current(path: str | Path, allow_blank: bool = False) -> None:
             f"{path} has schema version {version}; this harness uses {SCHEMA_VERSION}. "
             f"Run `harness db upgrade --db {path}` (it copies the file to a backup first). Nothing was changed."
         )
+
+
+def wait_for_first_page(path: Path) -> None:
+    """Give a file a concurrent `harness run` has just created a moment for SQLite to write its first page."""
+    for _ in range(20):
+        if path.stat().st_size > 0:
+            return
+        time.sleep(0.1)
+
+
+def check_run_target(path: str | Path) -> None:
+    """check_current for the --db a run is about to write: a file another run is creating right now is accepted.
+
+    Two runs started together on a new --db: the first creates the file and its tables one by one, and the second
+    must not take that half-made file for another program's database.
+    """
+    wait_for_first_page(Path(path))
+    check_current(path, allow_blank=True)
 
 
 def backup_path(path: Path, version: int) -> Path:

@@ -32,7 +32,7 @@ from harness.store.models import (
     utcnow,
 )
 from harness.store.queries import driver_gone
-from harness.store.schema import SCHEMA_VERSION, check_current
+from harness.store.schema import SCHEMA_VERSION, check_current, wait_for_first_page
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -51,14 +51,6 @@ def _readonly_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-
-
-def wait_for_first_page(path: Path) -> None:
-    """Give a file a concurrent `harness run` has just created a moment for SQLite to write its first page."""
-    for _ in range(20):
-        if path.stat().st_size > 0:
-            return
-        time.sleep(0.1)
 
 
 class Store:
