@@ -29,11 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from harness.api.data import ImageData
-from harness.api.nets import Normalized
-from harness.api.plugins import architectures, datasets
+from harness.api.plugins import datasets
 from harness.engine.checkpoints import fit
 from harness.engine.grid import load_grid
+from harness.engine.pipeline import build_model
 from harness.evaluation.runs import accuracy
 from harness.training.train import train
 
@@ -60,11 +59,6 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return 10 * np.log10(255**2 / mse)
 
 
-def resnet20(data: ImageData) -> Normalized:
-    """A fresh ResNet-20 taking [0, 1] pixels."""
-    return Normalized(architectures.get("resnet20").obj(num_classes=data.num_classes, in_channels=data.in_channels), data.mean, data.std)
-
-
 def test_acc(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Clean accuracy in % over the given test images."""
     return 100 * accuracy(model, x, y, CPU).float().mean().item()
@@ -87,19 +81,18 @@ def main() -> None:
     t0 = time.perf_counter()
     x_test2 = reencode(data.x_test, args.quality, args.shift)
     print(f"test set re-encoded (q{args.quality}, 4:2:0, shift {args.shift}): PSNR {psnr(data.x_test, x_test2):.1f} dB against the copy, {time.perf_counter() - t0:.0f} s", flush=True)
+    job = replace(load_grid(args.grid).jobs[0], seed=args.seed)  # the grid's architecture and [train] recipe
     if args.checkpoint:
-        model = resnet20(data)
-        fit(model, torch.load(args.checkpoint, map_location="cpu", weights_only=True), str(args.checkpoint), "resnet20")
+        model = build_model(job, data, CPU)
+        fit(model, torch.load(args.checkpoint, map_location="cpu", weights_only=True), str(args.checkpoint), job.architecture)
         print(f"{args.checkpoint.name}: {test_acc(model, data.x_test, data.y_test):.2f} % on the copy's test set, {test_acc(model, x_test2, data.y_test):.2f} % on it re-encoded", flush=True)
     if args.train:
-        cfg = load_grid(args.grid).jobs[0].train
-        cfg = replace(cfg, epochs=args.epochs) if args.epochs else cfg
+        cfg = job.train if args.epochs is None else replace(job.train, epochs=args.epochs)
         runs = [("re-encoded", replace(data, x_train=reencode(data.x_train, args.quality, args.shift), x_test=x_test2))]
         if args.baseline:
             runs.insert(0, ("copy", data))
         for name, d in runs:
-            torch.manual_seed(args.seed)  # the same initial weights for every run
-            model = resnet20(d)
+            model = build_model(job, d, CPU)  # seeded: the same initial weights for every run, as the harness's own
             res = train(model, d, cfg, seed=args.seed, device=CPU)
             print(f"trained on the {name} data ({cfg.epochs} epochs, {cfg.precision}, seed {args.seed}): {test_acc(model, d.x_test, d.y_test):.2f} % on its test set, last loss {res.loss:.3f}, {res.seconds:.0f} s", flush=True)
 

@@ -27,7 +27,7 @@ from harness.scheduling.scheduler import Policy, Scheduler
 from harness.scheduling.signals import signame
 from harness.scheduling.stubs import register_stubs
 from harness.scheduling.worker import WorkerConfig
-from harness.store.schema import check_run_target, probe, wait_for_first_page
+from harness.store.schema import check_run_target, probe
 from harness.store.session import Store, owner_id
 
 ProgressFn = Callable[[str, JobSpec, int, int], None]  # (event, job, finished, total)
@@ -178,7 +178,6 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
 
 def _done_keys(db: Path, keys: list[str]) -> set[str]:
     """Which of `keys` the database holds as done, read-only: a run that fails validation leaves the file unchanged."""
-    wait_for_first_page(db)
     if probe(db, allow_blank=True) == 0:  # another `harness run` is creating this file right now: nothing is done yet
         return set()
     reader = Store(db, readonly=True)
