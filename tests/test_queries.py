@@ -52,9 +52,10 @@ def add_job(
     provenance: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
     dense_key: str | None = None,
+    grid: str = "golden",
 ) -> None:
-    """Record one done job through the Store API, as the runner does."""
-    run = store.start_run("golden", "<memory>", 1, {})
+    """Record one done job through the Store API, as the runner does, in a run of `grid`."""
+    run = store.start_run(grid, "<memory>", 1, {})
     fields = {
         "dataset": dataset, "architecture": arch, "pruner": pruner, "pruner_label": label or pruner,
         "sparsity": sparsity, "seed": seed, "dense_key": dense_key or f"dense-{dataset}-{arch}-{seed}", "pruned_key": f"pruned-{key}",

@@ -157,6 +157,7 @@ class Setup:
     eps: list[EpsInfo]
     protocol: int = 0  # the oldest protocol version among the setup's jobs
     dense_clean: list[tuple[str, Estimate | None, tuple[float, str] | None]] = field(default_factory=list)
+    grids: list[str] = field(default_factory=list)  # the grids whose runs produced the setup's jobs
 
 
 @dataclass
@@ -303,7 +304,7 @@ def setups_of(board: Board, control: str) -> list[Setup]:
         s = Setup(
             key, board.dataset, train.get("n_train"), data.get("train"), train.get("epochs"), (ft or {}).get("epochs"),
             regime_of(j0), j0.params.get("eval", {}).get("n_examples"), sorted({j.seed for j in jobs}), eps_infos(board, rows),
-            min(j.protocol for j in jobs),
+            min(j.protocol for j in jobs), grids=sorted({j.grid for j in jobs if j.grid}),
         )
         for r in rows:
             if r.pruner == control or (r.pruner == UNTOUCHED and control == UNTOUCHED):

@@ -25,7 +25,7 @@ from harness.api.files import atomic_write_bytes, atomic_write_text
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, pruners
 from harness.api.toml_out import toml_value
-from harness.site import plots, report
+from harness.site import findings, plots, report
 from harness.site.board import BoardView, Paired, ViewRow, families, threat_models, view
 from harness.site.public import scrub, source_label, source_link
 from harness.store.models import Base
@@ -211,6 +211,7 @@ def environment() -> Environment:
         seeds=_seeds, when=_when, duration=_duration, tm=lambda t: THREAT_LABELS.get(t, t),
     )
     env.globals.update(WORST=WORST, RATIOS=RATIOS, PROTOCOL_VERSION=PROTOCOL_VERSION, OUTDATED=report.OUTDATED)
+    env.globals.update(board_title=findings.title, verdict_grid=findings.verdict_grid, limits=findings.limits, reduced_budget=findings.reduced_budget)
     return env
 
 
@@ -519,7 +520,7 @@ def build_site(store: Store, out: Path, repo_url: str | None = None, stages: dic
         submitted = {r.name: r for r in submission_records(s)}
     stage("queries")
     env = environment()
-    views = [view(b, report.verdict) for b in boards]
+    views = [view(part, findings.verdict) for b in boards for part in findings.split(b)]
     all_rows = [r for v in views for r in v.rows]
     refs = [r.label for r in all_rows if r.reference]
     style = Style(pruner_colors((r.label for r in all_rows), refs), pruner_markers((r.label for r in all_rows), refs))

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from harness.api.errors import HarnessError
-from harness.site.board import families, threat_models
+from harness.site.board import families, setups_of, threat_models, view
+from harness.site.findings import limits, setup_text, split, title, verdict, verdict_grid
 from harness.store.queries import (
     MIN_SEEDS,
     SIGNIFICANCE,
@@ -60,32 +59,6 @@ def paired(t: PairedTest | None) -> str:
     return f"**{text}**" if t.significant else text
 
 
-def verdict(rows: Iterable[BoardRow], col: Column) -> str:
-    """How many pruned rows gain or lose robust accuracy at `col` against their fine-tuned control, significantly."""
-    up = down = same = few = 0
-    for r in rows:
-        t = r.vs_control.get(col)
-        if r.is_dense or r.is_control or t is None:
-            continue
-        if t.n_seeds < MIN_SEEDS or t.p_value is None:
-            few += 1
-        elif t.significant:
-            up += t.delta > 0
-            down += t.delta < 0
-        else:
-            same += 1
-    if not up + down + same + few:
-        return "no pruned row has a fine-tuned control"
-    parts = []
-    if up + down + same:
-        word = "supports" if up > down and up >= same else "contradicts" if down > up and down >= same else "does not support"
-        parts.append(f"{word} the claim: {up} of {up + down + same} pruned rows gain robustness over the fine-tuned control "
-                     f"(paired p < {SIGNIFICANCE:g}), {down} lose, {same} show no significant change")
-    if few:
-        parts.append(f"{few} rows with fewer than {MIN_SEEDS} seeds or no per-example outcomes: no significance claimed")
-    return "; ".join(parts)
-
-
 def _ratio(r: BoardRow, name: str) -> str:
     e = r.ratios.get(name)
     return "–" if e is None else f"{e.mean:.2f}"
@@ -131,8 +104,13 @@ def _wall_times(rows: list[BoardRow], attacks: list[str]) -> list[str]:
 
 
 def board_markdown(b: Board) -> list[str]:
-    """One board: every row's accuracies, then each pruned row against its control and its dense model, and verdicts."""
-    lines = [f"## {b.dataset}, {b.threat_model}", ""]
+    """One board: its setup, verdicts per attack and eps, limits, every row's accuracies, and the paired changes."""
+    v = view(b, verdict)
+    lines = [f"## {title(v)}", ""]
+    for s in setups_of(b, v.control):
+        lines += ["**Setup.** " + setup_text(s), ""]
+    lines += _verdicts(b)
+    lines += ["**What these data can and cannot say:**", ""] + [f"- {x}" for x in limits(v)] + [""]
     cols = [c for c in b.columns if "/" not in c[0]]  # AutoAttack components stay on the site
     head = ["architecture", "pruner", "sparsity", "unit", "seeds", "params×", "MACs×", "clean"] + [_col(c) for c in cols]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -154,11 +132,25 @@ def board_markdown(b: Board) -> list[str]:
             lines.append("| " + " | ".join(cells) + " |")
         lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
     lines += _wall_times(b.rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
-    lines += ["", "Verdicts (pruned vs the fine-tuned dense control of the same seed, paired over images and seeds):", ""]
-    for c in [c for c in b.columns if c[0] == WORST]:
-        lines.append(f"- **worst case over attacks (reference strength), eps {_eps(c[1])}**: {verdict(b.rows, c)}.")
     lines.append("")
     return lines
+
+
+def _verdicts(b: Board) -> list[str]:
+    """The verdict on the claim per attack and eps: pruned rows against the fine-tuned control, counted by paired test."""
+    eps, grid = verdict_grid(b)
+    if not grid:
+        return ["**Verdict:** no pruned row has a fine-tuned control yet.", ""]
+    lines = ["**Verdict per attack and eps** on the claim that pruning raises robustness: pruned rows against the fine-tuned "
+             f"dense control of the same seed, counted by whether they lose or gain robust accuracy at paired p < {SIGNIFICANCE:g} "
+             "(exact McNemar, pooled over seeds) or show no significant change (n.s.), and their mean change Δ in points:", ""]
+    lines += ["| attack | " + " | ".join(f"ε={_eps(e)}" for e in eps) + " |", "|" + "---|" * (len(eps) + 1)]
+    for name, cells in grid:
+        lines.append(f"| {name} | " + " | ".join("–" if c is None or not c.n else c.text() for c in cells) + " |")
+    lines.append("")
+    for c in b.worst_columns:
+        lines.append(f"- **worst case over attacks (reference strength), ε={_eps(c[1])}**: {verdict(b.rows, c)}.")
+    return lines + [""]
 
 
 def report(store: Store, title: str = "Study results") -> str:
@@ -178,7 +170,8 @@ def report(store: Store, title: str = "Study results") -> str:
         "database; do not edit by hand.", "",
     ]
     for b in boards:
-        lines += board_markdown(b)
+        for part in split(b):
+            lines += board_markdown(part)
     return "\n".join(lines)
 
 

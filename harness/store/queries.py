@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from harness.api.config import PROTOCOL_VERSION
 from harness.api.keys import key_of
 from harness.api.metrics import unpack_outcomes
-from harness.store.models import Job, JobStatus, Outcome, Result, Submission
+from harness.store.models import Job, JobStatus, Outcome, Result, Run, Submission
 
 # (metric, attack, eps) with '' and None for "no attack" and "no eps", as stored rows are read back.
 MetricKey = tuple[str, str, float | None]
@@ -114,6 +114,7 @@ class JobRecord:
     finished_at: datetime | None
     attempts: int
     run_id: int | None
+    grid: str = ""  # the grid of the run that recorded the job
     metrics: dict[MetricKey, float] = field(default_factory=dict)
     # Per-example correctness behind accuracy metrics (same key as `metrics`), for paired tests.
     outcomes: dict[MetricKey, np.ndarray] = field(default_factory=dict)
@@ -156,13 +157,13 @@ def job_records(s: Session, keys: Iterable[str] | None = None) -> list[JobRecord
     """Done jobs (all, or those with the given keys) with their metrics, in a stable order."""
     q = select(
         Job.id, Job.key, Job.dataset, Job.architecture, Job.pruner, Job.pruner_label, Job.sparsity, Job.seed,
-        Job.dense_key, Job.params, Job.provenance, Job.duration_s, Job.started_at, Job.finished_at, Job.attempts, Job.run_id,
-    ).where(Job.status == JobStatus.done)
+        Job.dense_key, Job.params, Job.provenance, Job.duration_s, Job.started_at, Job.finished_at, Job.attempts, Job.run_id, Run.grid,
+    ).outerjoin(Run, Run.id == Job.run_id).where(Job.status == JobStatus.done)
     if keys is not None:
         q = q.where(Job.key.in_(list(keys)))
     by_id: dict[int, JobRecord] = {}
     for row in s.execute(q.order_by(Job.dataset, Job.architecture, Job.pruner_label, Job.sparsity, Job.seed, Job.key)):
-        by_id[row[0]] = JobRecord(*row[1:16])
+        by_id[row[0]] = JobRecord(*row[1:16], row[16] or "")
     # Plain column tuples, not ORM objects: a large store has hundreds of thousands of result rows.
     rq = select(Result.job_id, Result.metric, Result.attack, Result.eps, Result.value)
     if keys is not None:
@@ -360,6 +361,7 @@ class Board:
     threat_model: str
     columns: list[Column]
     rows: list[BoardRow]
+    setup: str = ""  # set when the board holds one setup of a larger one (harness.site.findings.split)
 
     @property
     def worst_columns(self) -> list[Column]:
@@ -394,7 +396,7 @@ class Board:
     @property
     def slug(self) -> str:
         """Identifier for anchors."""
-        return f"{self.dataset}-{self.threat_model}"
+        return f"{self.dataset}-{self.threat_model}" + (f"-{self.setup}" if self.setup else "")
 
 
 def threat_of(attack: str, threat_models: dict[str, str], job_threats: set[str]) -> str:

@@ -1,0 +1,261 @@
+"""What a board lets one conclude: the setups apart, the verdict per attack and eps, and the limits of the data.
+
+Pure functions over boards and board views, shared by the Markdown report and the site, so both state the same
+setup, verdicts and limits, generated from the results database rather than written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from harness.site.board import (
+    ATTACK_NAMES,
+    CONTROL,
+    INFORMATIVE,
+    REGIMES,
+    BoardView,
+    Setup,
+    setups_of,
+)
+from harness.store.queries import (
+    MIN_SEEDS,
+    SIGNIFICANCE,
+    WORST,
+    WORST_LOWER,
+    Board,
+    BoardRow,
+    Column,
+)
+
+# A dense model this far under its published accuracy is a reduced-budget model: its rows are marked as such.
+REDUCED_GAP = 0.10
+
+
+def reduced_budget(s: Setup) -> str:
+    """Why a setup's dense models are below a converged model's budget, or '' when they are not."""
+    if s.n_train and s.train_total and s.n_train < s.train_total:
+        return f"dense models trained on {s.n_train:,} of the {s.train_total:,} training images"
+    for arch, e, anchor in s.dense_clean:
+        if e is not None and anchor is not None and e.mean < anchor[0] - REDUCED_GAP:
+            return f"dense {arch} at {100 * e.mean:.1f} % clean, more than {100 * REDUCED_GAP:.0f} points under the published {100 * anchor[0]:.1f} %"
+    return ""
+
+
+def split(board: Board) -> list[Board]:
+    """One board per setup, the converged setups first, then the newer protocol, then the larger; [board] with one setup.
+
+    Rows of differently configured grids (another training budget, evaluation or attack list) answer different
+    questions, so each gets its own table, setup summary and verdict instead of one ranking across them.
+    """
+    if len(board.setups) <= 1:
+        return [board]
+    parts = []
+    for key in board.setups:
+        rows = [r for r in board.rows if r.setup == key]
+        present = {c for r in rows for c in r.robust}
+        parts.append(Board(board.dataset, board.threat_model, [c for c in board.columns if c in present], rows, setup=key))
+
+    def order(b: Board) -> tuple[bool, int, int, str]:
+        s = setups_of(b, CONTROL)[0]
+        return (bool(reduced_budget(s)), -s.protocol, -sum(len(r.jobs) for r in b.rows), b.setup)
+
+    return sorted(parts, key=order)
+
+
+def title(v: BoardView) -> str:
+    """A board's heading: dataset and threat model, and which grid's setup when the board was split."""
+    tm = {"linf": "L∞", "l2": "L2", "": "no attack"}.get(v.board.threat_model, v.board.threat_model)
+    text = f"{v.board.dataset} · {tm}"
+    if v.board.setup:
+        grids = sorted({g for s in v.setups for g in s.grids})
+        text += " · " + (f"grid {', '.join(grids)}" if grids else "setup") + f" (setup {v.board.setup})"
+    return text
+
+
+@dataclass(frozen=True)
+class Tally:
+    """The pruned rows' paired changes against the control at one column, counted by the paired test's answer."""
+
+    column: Column
+    up: int = 0  # rows whose change is positive with p < SIGNIFICANCE
+    down: int = 0
+    same: int = 0  # rows with p >= SIGNIFICANCE
+    untested: int = 0  # rows without per-example outcomes: no p-value
+    few_seeds: bool = False  # some row has fewer than MIN_SEEDS seeds: nothing is marked, no verdict
+    mean_delta: float | None = None  # mean over rows of the mean paired change, in accuracy units
+    p_significant: float | None = None  # the largest p among the changes with p < SIGNIFICANCE
+    p_other: float | None = None  # the smallest p among the rest
+
+    @property
+    def n(self) -> int:
+        """Pruned rows with a change at this column."""
+        return self.up + self.down + self.same + self.untested
+
+    @property
+    def word(self) -> str:
+        """What the column says about the claim that pruning raises robustness."""
+        if not self.up + self.down + self.same:
+            return "no pruned row" if not self.n else "no paired test"
+        if self.few_seeds:
+            return f"no verdict (< {MIN_SEEDS} seeds)"
+        if self.up > self.down and self.up >= self.same:
+            return "supports"
+        if self.down > self.up and self.down >= self.same:
+            return "contradicts"
+        return "does not support"
+
+    @property
+    def tone(self) -> str:
+        """A CSS class for the word: up where it supports the claim, down where it contradicts it."""
+        return {"supports": "up", "contradicts": "down"}.get(self.word, "neutral")
+
+    def text(self) -> str:
+        """One short line: the word, the counts with their p-values, and the mean change."""
+        counts = []
+        moved = ", ".join(f"{n} {w}" for n, w in ((self.down, "lose"), (self.up, "gain")) if n)
+        if moved:
+            counts.append(moved + (f" (p ≤ {self.p_significant:.2g})" if self.p_significant is not None else ""))
+        if self.same:
+            counts.append(f"{self.same} n.s." + (f" (p ≥ {self.p_other:.2g})" if self.p_other is not None else ""))
+        if self.untested:
+            counts.append(f"{self.untested} untested")
+        text = self.word + (": " + ", ".join(counts) if counts else "")
+        return text + (f"; Δ {100 * self.mean_delta:+.1f} pts" if self.mean_delta is not None else "")
+
+
+def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
+    """Count the pruned rows that gain, lose or keep robust accuracy at `col` against their fine-tuned control."""
+    up = down = same = untested = 0
+    few = False
+    deltas: list[float] = []
+    p_sig: list[float] = []
+    p_rest: list[float] = []
+    for r in rows:
+        t = r.vs_control.get(col)
+        if r.is_dense or r.is_control or t is None:
+            continue
+        deltas.append(t.delta)
+        few = few or t.n_seeds < MIN_SEEDS
+        if t.p_value is None:
+            untested += 1
+        elif t.p_value < SIGNIFICANCE:
+            up += t.delta > 0
+            down += t.delta < 0
+            same += t.delta == 0  # discordant pairs that cancel exactly cannot give p < 0.05; counted for safety
+            p_sig.append(t.p_value)
+        else:
+            same += 1
+            p_rest.append(t.p_value)
+    return Tally(col, up, down, same, untested, few, sum(deltas) / len(deltas) if deltas else None,
+                 max(p_sig) if p_sig else None, min(p_rest) if p_rest else None)
+
+
+def verdict(rows: Iterable[BoardRow], col: Column) -> str:
+    """How many pruned rows gain or lose robust accuracy at `col` against their fine-tuned control, significantly."""
+    t = tally(rows, col)
+    if not t.n:
+        return "no pruned row has a fine-tuned control"
+    parts = []
+    tested = t.up + t.down + t.same
+    if tested and not t.few_seeds:
+        parts.append(f"{t.word} the claim: {t.up} of {tested} pruned rows gain robustness over the fine-tuned control "
+                     f"(paired p < {SIGNIFICANCE:g}), {t.down} lose, {t.same} show no significant change")
+    elif tested:
+        parts.append(f"no verdict with fewer than {MIN_SEEDS} seeds: {t.up} of {tested} pruned rows gain robustness over the "
+                     f"fine-tuned control at paired p < {SIGNIFICANCE:g}, {t.down} lose, {t.same} show no significant change "
+                     "(not marked significant)")
+    if t.untested:
+        parts.append(f"{t.untested} rows without per-example outcomes: no paired test")
+    return "; ".join(parts)
+
+
+def verdict_grid(board: Board) -> tuple[list[float], list[tuple[str, list[Tally | None]]]]:
+    """The verdict per attack and eps: eps list, and per attack (the worst case first) one tally per eps."""
+    eps = sorted({e for a, e in board.columns if "/" not in a})
+    attacks = [WORST] if any(a == WORST for a, _ in board.columns) else []
+    attacks += [WORST_LOWER] if any(a == WORST_LOWER for a, _ in board.columns) else []
+    attacks += sorted({a for a, _ in board.columns if a not in (WORST, WORST_LOWER) and "/" not in a})
+    lines = []
+    for a in attacks:
+        cells = [tally(board.rows, (a, e)) if (a, e) in board.columns else None for e in eps]
+        if any(c is not None and c.n for c in cells):
+            lines.append((ATTACK_NAMES.get(a, a), cells))
+    return eps, lines
+
+
+def _eps(x: float) -> str:
+    n = x * 255
+    return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 else f"{x:g}"
+
+
+def limits(v: BoardView) -> list[str]:
+    """What a board's data can and cannot say, each as one sentence, from its rows and setup."""
+    b, out = v.board, []
+    seeds = max((len(r.jobs) for r in b.rows), default=0)
+    if seeds < MIN_SEEDS:
+        out.append(f"{seeds} seed{'s' if seeds != 1 else ''}: no change is marked significant (at least {MIN_SEEDS} are required), "
+                   "since the paired p-values condition on the trained models and say nothing about training variation.")
+    else:
+        out.append(f"{seeds} seeds: the paired p-values pool the shared evaluation images of every seed and condition on the trained "
+                   "models; the per-seed changes show the training variation.")
+    behind = [r for r in b.rows if len(r.jobs) < seeds]
+    if behind:
+        out.append(f"{len(behind)} of {len(b.rows)} rows have fewer than {seeds} seeds so far ("
+                   + ", ".join(f"{r.pruner_label} {r.sparsity:g}: {len(r.jobs)}" for r in behind[:6])
+                   + (", …" if len(behind) > 6 else "") + ").")
+    for s in v.setups:
+        for arch, e, anchor in s.dense_clean:
+            if e is not None and anchor is not None:
+                gap = 100 * (anchor[0] - e.mean)
+                where = f"{gap:.1f} points under" if gap > 0.05 else "at or above"
+                out.append(f"The dense {arch} reaches {100 * e.mean:.1f} % clean, {where} the published {100 * anchor[0]:.1f} % "
+                           f"({anchor[1]}): the results speak for models at this accuracy.")
+        if why := reduced_budget(s):
+            out.append(f"Reduced budget: {why}; read these rows as a smoke test of the pipeline, not as an answer.")
+        if s.n_eval:
+            out.append(f"{s.n_eval:,} evaluation images per seed, the same for every row: one image is {100 / s.n_eval:.2g} points "
+                       "of one seed's accuracy.")
+    refs = [r for r in b.rows if r.pruner == v.control]
+    for col in b.worst_columns:
+        vals = [e.mean for r in refs if (e := r.robust.get(col)) is not None]
+        if vals and min(vals) < INFORMATIVE:
+            out.append(f"At ε={_eps(col[1])} the reference row keeps {100 * min(vals):.1f} % worst-case robust accuracy: with nearly "
+                       "nothing left to lose, no change can show there.")
+    weak = [_eps(e.eps) for e in v.eps if not e.reference]
+    if weak:
+        out.append(f"At ε={', '.join(weak)} the reference attack did not run: robust accuracies there are upper bounds.")
+    archs = sorted({r.architecture for r in b.rows})
+    regimes = sorted({REGIMES.get(s.regime, s.regime) for s in v.setups})
+    ft = sorted({s.finetune_epochs for s in v.setups if s.finetune_epochs})
+    sparsities = sorted({r.sparsity for r in b.rows if not r.is_dense and not r.is_control})
+    scope = f"Only {', '.join(archs)} on {b.dataset} under {', '.join(regimes)}"
+    if sparsities:
+        scope += f", at sparsit{'ies' if len(sparsities) > 1 else 'y'} {', '.join(f'{x:g}' for x in sparsities)}"
+    if ft:
+        scope += f", fine-tuned {', '.join(map(str, ft))} epoch{'s' if ft != [1] else ''} after pruning"
+    out.append(scope + ": nothing here speaks for other architectures, datasets, training regimes or budgets.")
+    return out
+
+
+
+def setup_text(s: Setup) -> str:
+    """A setup in one paragraph: data, training, dense clean accuracy against the anchor, seeds, images, attacks."""
+    if s.n_train and s.train_total:
+        data = f"{s.n_train:,} of the {s.train_total:,} training images of {s.dataset}"
+    elif s.train_total:
+        data = f"all {s.train_total:,} training images of {s.dataset}"
+    else:
+        data = s.dataset
+    train = f"{s.epochs} epochs of {REGIMES.get(s.regime, s.regime)}" if s.epochs else REGIMES.get(s.regime, s.regime)
+    ft = f", fine-tuned {s.finetune_epochs} epoch{'s' if s.finetune_epochs != 1 else ''} after pruning (the control too)" if s.finetune_epochs else ""
+    dense = "; ".join(
+        f"{arch} {'–' if e is None else f'{100 * e.mean:.1f} %'}"
+        + (f" (published {100 * anchor[0]:.1f} %, {anchor[1]})" if anchor else "")
+        for arch, e, anchor in s.dense_clean
+    ) or "no dense row yet"
+    attacks = "; ".join(f"ε={_eps(e.eps)}: {' + '.join(e.attacks)}" + ("" if e.reference else " (lower strength)") for e in s.eps)
+    grids = f"Grid {', '.join(s.grids)}: " if s.grids else ""
+    images = f"the same {s.n_eval:,} test images attacked for every row" if s.n_eval else "evaluation images unrecorded"
+    return (f"{grids}dense models trained on {data} for {train}{ft}. Dense clean accuracy on the full test set: {dense}. "
+            f"Seeds: {len(s.seeds)} ({', '.join(map(str, s.seeds))}); {images}; attacks {attacks or 'none'}.")

@@ -1,0 +1,135 @@
+"""What a board lets one conclude: setups apart, the verdict per attack and eps, and the limits, from known data."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.site.board import families, setups_of, threat_models, view
+from harness.site.build import build_site
+from harness.site.findings import limits, setup_text, split, verdict, verdict_grid
+from harness.site.report import report
+from harness.store.queries import WORST, job_records, leaderboards
+from harness.store.session import Store
+from tests.test_queries import add_job
+from tests.test_site import CONTROL_PROV, E1, E8, aa, aa_params, board_store, board_view
+
+
+def _converged(store: Store, seeds: int = 1) -> None:
+    """A second setup from grid `study`: all training images, 100 epochs, dense 90 %, the control at 2 % under AutoAttack at 8/255."""
+    for s in range(seeds):
+        def params(pruner: str, sparsity: float) -> dict[str, object]:
+            p = aa_params(s, pruner, sparsity)
+            p["pruned"]["dense"]["train"] = {"epochs": 100, "regime": "standard"}  # type: ignore[index]
+            return p
+
+        kw = {"dataset": "cifar10", "arch": "resnet20", "grid": "study", "dense_key": f"full-dense-{s}"}
+        add_job(store, f"fn{s}", "none", 0.0, s, aa(0.90, 0.60, 0.01), params=params("none", 0.0), **kw)  # type: ignore[arg-type]
+        add_job(store, f"fc{s}", "dense_finetuned", 0.0, s, aa(0.90, 0.62, 0.02), params=params("dense_finetuned", 0.0),
+                provenance=CONTROL_PROV, **kw)  # type: ignore[arg-type]
+        add_job(store, f"fp{s}", "l1_filter", 0.5, s, aa(0.85, 0.50, 0.02), params=params("l1_filter", 0.5), **kw)  # type: ignore[arg-type]
+
+
+def _boards(store: Store):  # type: ignore[no-untyped-def]
+    with store.session() as s:
+        (board,) = leaderboards(s, families(), threat_models())
+    return split(board)
+
+
+def test_jobs_know_the_grid_of_their_run(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db", seeds=1)
+    _converged(store)
+    with store.session() as s:
+        grids = {j.key: j.grid for j in job_records(s)}
+    assert grids["none0"] == "golden" and grids["fn0"] == "study"
+
+
+def test_each_setup_is_its_own_board_the_converged_one_first(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db")  # 5,000 images, 8 epochs, dense 50-60 %: a reduced budget
+    _converged(store)
+    parts = _boards(store)
+    assert len(parts) == 2
+    assert {j.grid for r in parts[0].rows for j in r.jobs} == {"study"}
+    assert {j.grid for r in parts[1].rows for j in r.jobs} == {"golden"}
+    assert len({p.slug for p in parts}) == 2
+    # Each part ranks and tests its own rows only: the study's l1_filter pairs with the study's control.
+    l1 = next(r for r in parts[0].rows if r.pruner == "l1_filter")
+    assert [j.key for j in l1.jobs] == ["fp0"] and [c.key for c in l1.control_jobs.values()] == ["fc0"]
+
+    text = report(store, "T")
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert len(headings) == 2 and "grid study" in headings[0] and "grid golden" in headings[1]
+    first, second = text.split("\n## ")[1:]
+    assert "Reduced budget" not in first and "Reduced budget" in second
+    assert "all 50,000" not in first  # no data provenance in these jobs: no invented training-set size
+
+    html = (build_site(store, tmp_path / "site").parent / "index.html").read_text()
+    assert len(re.findall(r"<h2>cifar10 · L∞ · grid", html)) == 2
+    assert html.count('class="note reduced"') == 1
+    assert html.index("grid study") < html.index("grid golden") < html.index('class="note reduced"')
+
+
+def test_one_setup_keeps_one_board(tmp_path: Path) -> None:
+    (board,) = _boards(board_store(tmp_path / "r.db"))
+    assert board.setup == "" and board.slug == "cifar10-linf"
+
+
+def test_verdict_per_attack_and_eps_counts_rows_by_paired_test(tmp_path: Path) -> None:
+    v = board_view(board_store(tmp_path / "r.db"))  # 3 seeds; vs the control: l1_filter +4..+6 at 8/255, layer_l1 -1..-3
+    eps, grid = verdict_grid(v.board)
+    assert eps == [E1, E8]
+    by = dict(grid)
+    assert list(by) == ["worst case", "AutoAttack", "FGSM"]
+    t1, t8 = by["worst case"]
+    assert t1 is not None and t8 is not None
+    assert (t1.up, t1.down, t1.same, t1.word) == (0, 2, 0, "contradicts")  # -5 and -2 points at 1/255
+    assert (t8.up, t8.down, t8.same, t8.word) == (1, 1, 0, "does not support")
+    assert t8.mean_delta == pytest.approx((0.05 - 0.02) / 2)
+    assert t8.p_significant is not None and t8.p_significant < 1e-4
+    assert by["AutoAttack"][0] is None  # AutoAttack did not run at 1/255
+    assert "1 gain" in t8.text() and "1 lose" in t8.text() and "Δ +1.5 pts" in t8.text()
+    assert verdict(v.board.rows, (WORST, E1)).startswith("contradicts the claim: 0 of 2")
+
+
+def test_fewer_than_three_seeds_give_no_verdict(tmp_path: Path) -> None:
+    v = board_view(board_store(tmp_path / "r.db", seeds=2))
+    _, grid = verdict_grid(v.board)
+    t1 = dict(grid)["worst case"][0]
+    assert t1 is not None and t1.down == 2 and t1.word.startswith("no verdict")
+    assert verdict(v.board.rows, (WORST, E1)).startswith("no verdict with fewer than 3 seeds")
+
+
+def test_limits_name_seeds_anchor_saturation_weak_eps_and_scope(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db")
+    _converged(store)
+    study, golden = _boards(store)
+    lim = limits(view(study, verdict))
+    text = "\n".join(lim)
+    assert "1 seed: no change is marked significant" in text
+    assert "90.0 % clean, 1.2 points under the published 91.2 %" in text
+    assert "At ε=8/255 the reference row keeps 2.0 %" in text  # the control is saturated there
+    assert "At ε=1/255 the reference attack did not run" in text
+    assert "Only resnet20 on cifar10 under standard training, at sparsity 0.5, fine-tuned 1 epoch" in text
+    assert "Reduced budget" not in text
+    g = "\n".join(limits(view(golden, verdict)))
+    assert "3 seeds: the paired p-values pool" in g and "Reduced budget: dense resnet20 at 60.0 %" in g
+    assert "At ε=8/255 the reference row keeps" not in g  # the golden control keeps 20 %
+
+
+def test_setup_paragraph_states_data_budget_accuracy_seeds_images_attacks(tmp_path: Path) -> None:
+    v = board_view(board_store(tmp_path / "r.db"))
+    (s,) = setups_of(v.board, v.control)
+    text = setup_text(s)
+    for fact in ("Grid golden", "8 epochs of standard training", "fine-tuned 1 epoch", "resnet20 60.0 % (published 91.2 %",
+                 "Seeds: 3 (0, 1, 2)", "the same 300 test images", "ε=1/255: FGSM (lower strength)", "ε=8/255: AutoAttack + FGSM"):
+        assert fact in text, fact
+
+
+def test_report_of_a_partial_row_says_which_rows_lag(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db")
+    add_job(store, "late0", "hrank", 0.5, 0, aa(0.5, 0.3, 0.2), dataset="cifar10", arch="resnet20", params=aa_params(0, "hrank", 0.5))
+    text = "\n".join(limits(board_view(store)))
+    assert "1 of 5 rows have fewer than 3 seeds so far (hrank 0.5: 1)" in text
+
