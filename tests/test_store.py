@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from harness.api.metrics import Metric
 from harness.store import Job, JobStatus, Result, Store
-from harness.store.queries import result_rows, status_counts
+from harness.store.queries import job_records, result_rows, status_counts
 
 FIELDS = dict(dataset="d", architecture="a", pruner="p", pruner_label="p", sparsity=0.5, seed=0, dense_key="dk", pruned_key="pk")
 
@@ -85,3 +86,33 @@ def test_run_in_flight_reports_progress_and_eta(store: Store) -> None:
     store.finish_run(run, 4, 0, 0)
     with store.session() as s:
         assert runs_in_flight(s) == []
+
+
+def test_forget_pending_drops_only_never_started_jobs_of_that_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from tests.test_queries import add_job, job_params, linf
+
+    db = tmp_path / "r.db"
+    store = Store(db)
+    old = store.start_run("g", "grids/g.toml", 3, {})
+    fields = {"dataset": "d", "architecture": "a", "pruner": "p1", "pruner_label": "p1", "sparsity": 0.5, "dense_key": "dk",
+              "pruned_key": "pk"}
+    store.add_jobs(old, [(f"stale{i}", fields | {"seed": i, "params": job_params("d", "a", i, "p1", 0.5)}) for i in range(3)])
+    assert store.try_claim("stale2", old, "me", timedelta(minutes=10))  # started once, then abandoned: pending again,
+    assert store.reset_stale(timedelta(seconds=-1)) == 1  # but it keeps its history
+    new = store.start_run("g", "grids/g.toml", 1, {})
+    store.add_jobs(new, [("fresh", fields | {"seed": 9, "params": job_params("d", "a", 9, "p1", 0.5)})])
+    add_job(store, "done0", "p1", 0.5, 0, linf(0.9, (0.5, 0.4)))
+    store.close()
+
+    res = CliRunner().invoke(app, ["db", "forget-pending", "--run", str(old), "--db", str(db)])
+    assert res.exit_code == 0, res.output
+    assert "forgot 2 never-started jobs" in res.output
+    with Store(db, readonly=True).session() as s:
+        assert sorted(s.scalars(select(Job.key))) == ["done0", "fresh", "stale2"]
+        assert [j.key for j in job_records(s)] == ["done0"] and job_records(s)[0].metrics
+
+    bad = CliRunner().invoke(app, ["db", "forget-pending", "--run", "99", "--db", str(db)])
+    assert bad.exit_code != 0 and "has no run 99" in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -80,3 +80,36 @@ def scrub(db: Annotated[Path, typer.Option("--db", help="Results database (SQLit
                 sub.report, changed = report, changed + 1
     store.close()
     console.print(f"{db}: machine paths replaced in {changed} rows", highlight=False)
+
+
+@db_app.command("forget-pending")
+def forget_pending(
+    run: Annotated[int, typer.Option("--run", help="The run (its id in the database's runs table) whose never-started jobs to forget.")],
+    db: Annotated[Path, typer.Option("--db", help="Results database (SQLite).")] = Path("results.db"),
+) -> None:
+    """Forget the jobs a run queued but never started, such as those of a grid whose settings changed since."""
+    from sqlalchemy import delete, exists, select
+
+    from harness.store.models import Job, JobStatus, Outcome, Result, Run
+    from harness.store.session import Store
+
+    try:
+        store = Store(db, create=False)
+    except HarnessError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    with store.session() as s:
+        if s.get(Run, run) is None:
+            store.close()
+            err.print(f"[bold red]error:[/] {db} has no run {run}; pass the id of a run in its runs table.", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        # Only jobs nobody ever claimed, with nothing stored: a job that started keeps its history.
+        never = select(Job.id).where(
+            Job.run_id == run, Job.status == JobStatus.pending, Job.started_at.is_(None), Job.attempts == 0,
+            ~exists().where(Result.job_id == Job.id), ~exists().where(Outcome.job_id == Job.id),
+        )
+        ids = list(s.scalars(never))
+        if ids:
+            s.execute(delete(Job).where(Job.id.in_(ids)))
+    store.close()
+    console.print(f"{db}: forgot {len(ids)} never-started jobs of run {run}", highlight=False, soft_wrap=True)
