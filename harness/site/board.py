@@ -270,7 +270,7 @@ def method_of(row: BoardRow) -> Method:
     return Method(str(meta.get("paper") or ""), url, row.family, UNITS.get(row.family, ""))
 
 
-def _control(board: Board) -> str:
+def reference_pruner(board: Board) -> str:
     """The reference pruner of a board: the fine-tuned dense control where the board has one, else the dense model."""
     return CONTROL if any(r.pruner == CONTROL for r in board.rows) else UNTOUCHED
 
@@ -329,7 +329,7 @@ def view(board: Board, verdict: Any = None) -> BoardView:
     at the key column ranks after every row with one.
     """
     eps = eps_infos(board)
-    control = _control(board)
+    control = reference_pruner(board)
     col, strong = key_column(board, eps, control)
     out: list[ViewRow] = []
     for r in board.rows:

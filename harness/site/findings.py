@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 from harness.site.board import (
     ATTACK_NAMES,
-    CONTROL,
     INFORMATIVE,
     REGIMES,
     BoardView,
     Setup,
+    reference_pruner,
     setups_of,
 )
 from harness.store.queries import (
@@ -57,7 +57,7 @@ def split(board: Board) -> list[Board]:
         parts.append(Board(board.dataset, board.threat_model, [c for c in board.columns if c in present], rows, setup=key))
 
     def order(b: Board) -> tuple[bool, int, int, str]:
-        s = setups_of(b, CONTROL)[0]
+        s = setups_of(b, reference_pruner(b))[0]
         return (bool(reduced_budget(s)), -s.protocol, -sum(len(r.jobs) for r in b.rows), b.setup)
 
     return sorted(parts, key=order)

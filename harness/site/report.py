@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from harness.api.errors import HarnessError
 from harness.site.board import families, setups_of, threat_models, view
-from harness.site.findings import limits, setup_text, split, title, verdict, verdict_grid
+from harness.site.findings import (
+    limits,
+    setup_text,
+    split,
+    title,
+    verdict,
+    verdict_grid,
+)
 from harness.store.queries import (
     MIN_SEEDS,
     SIGNIFICANCE,
