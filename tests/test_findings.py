@@ -133,3 +133,15 @@ def test_report_of_a_partial_row_says_which_rows_lag(tmp_path: Path) -> None:
     text = "\n".join(limits(board_view(store)))
     assert "1 of 5 rows have fewer than 3 seeds so far (hrank 0.5: 1)" in text
 
+
+
+def test_report_counts_each_grids_jobs_by_state(tmp_path: Path) -> None:
+    store = board_store(tmp_path / "r.db", seeds=1)  # 4 done jobs of grid golden
+    run = store.start_run("study", "grids/study.toml", 2, {})
+    fields = {"dataset": "cifar10", "architecture": "resnet20", "pruner": "hrank", "pruner_label": "hrank", "sparsity": 0.5,
+              "dense_key": "dk", "pruned_key": "pk"}
+    store.add_jobs(run, [(f"q{i}", fields | {"seed": i, "params": aa_params(i, "hrank", 0.5)}) for i in range(2)])
+    store.fail("q1", "boom")
+    text = report(store, "T")
+    assert "- grid golden: 4 of 4 jobs done\n" in text
+    assert "- grid study: 0 of 2 jobs done (1 pending, 1 failed)\n" in text

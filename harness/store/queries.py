@@ -79,6 +79,15 @@ def status_counts(s: Session) -> dict[str, int]:
     return {st.value: int(counts.get(st, 0)) for st in JobStatus}
 
 
+def status_by_grid(s: Session) -> dict[str, dict[str, int]]:
+    """Per grid (of the run that queued or last claimed a job), the number of jobs in each state (all states listed)."""
+    q = select(Run.grid, Job.status, func.count()).outerjoin(Run, Run.id == Job.run_id).group_by(Run.grid, Job.status)
+    out: dict[str, dict[str, int]] = {}
+    for grid, status, n in s.execute(q):
+        out.setdefault(grid or "", {st.value: 0 for st in JobStatus})[status.value] = int(n)
+    return dict(sorted(out.items()))
+
+
 def failed_jobs(s: Session) -> list[Job]:
     """Failed jobs, newest first."""
     return list(s.scalars(select(Job).where(Job.status == JobStatus.failed).order_by(Job.finished_at.desc())))
