@@ -306,3 +306,16 @@ def test_no_published_file_holds_an_absolute_path(browser: Any, tmp_path: Path) 
             assert not [x for x in leaks if x in text] and "registry/pruners/mine.py" in text
     finally:
         ctx.close()
+
+
+def test_verdict_table_and_limits_follow_the_board_without_widening_a_phone(browser: Any, board_site: Path) -> None:
+    ctx, pg = _open(browser, board_site / "index.html", 390, 844)
+    try:
+        assert pg.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+        table, limits = pg.locator("table.verdicts"), pg.locator("details.limits li")
+        assert table.count() == 1 and limits.count() >= 4
+        board_y = pg.locator("table.board").bounding_box()["y"]
+        assert table.bounding_box()["y"] > board_y  # below the board: the first screen stays setup, verdict, rows
+        assert "contradicts" in table.inner_text() and "does not support" in table.inner_text()
+    finally:
+        ctx.close()
