@@ -145,3 +145,30 @@ def test_report_counts_each_grids_jobs_by_state(tmp_path: Path) -> None:
     text = report(store, "T")
     assert "- grid golden: 4 of 4 jobs done\n" in text
     assert "- grid study: 0 of 2 jobs done (1 pending, 1 failed)\n" in text
+
+
+def test_holm_keeps_family_wise_error_at_alpha() -> None:
+    from harness.site.findings import holm
+
+    # 4 tests: thresholds 0.0125, 0.0167, 0.025, 0.05 in order of p; the step-down stops at the first failure.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert holm([0.001, 0.012, 0.02, 0.04]) == [True, True, True, True]
+    assert holm([0.02, 0.02]) == [True, True] and holm([0.03, 0.04]) == [False, False]  # raw p < 0.05 is not enough
+    assert holm([]) == []
+
+
+def test_tally_counts_a_row_only_where_holm_keeps_it() -> None:
+    from types import SimpleNamespace
+
+    from harness.site.findings import tally
+
+    col = (WORST, E1)
+
+    def row(delta: float, p: float) -> SimpleNamespace:
+        test = SimpleNamespace(delta=delta, p_value=p, n_seeds=3)
+        return SimpleNamespace(is_dense=False, is_control=False, vs_control={col: test})
+
+    # Raw p < 0.05 for all three, but Holm's thresholds are 0.0167, 0.025, 0.05: the 0.03 loss fails, and so does the rest.
+    t = tally([row(-0.10, 1e-6), row(-0.02, 0.03), row(+0.01, 0.04)], col)
+    assert (t.down, t.up, t.same) == (1, 0, 2) and t.p_significant == 1e-6 and t.p_other == 0.03
+    assert t.word == "does not support"  # 1 loss against 2 without a significant change

@@ -78,13 +78,13 @@ class Tally:
     """The pruned rows' paired changes against the control at one column, counted by the paired test's answer."""
 
     column: Column
-    up: int = 0  # rows whose change is positive with p < SIGNIFICANCE
+    up: int = 0  # rows whose change is positive and significant (Holm over the column's rows, SIGNIFICANCE)
     down: int = 0
-    same: int = 0  # rows with p >= SIGNIFICANCE
+    same: int = 0  # rows without a significant change
     untested: int = 0  # rows without per-example outcomes: no p-value
     few_seeds: bool = False  # some row has fewer than MIN_SEEDS seeds: nothing is marked, no verdict
     mean_delta: float | None = None  # mean over rows of the mean paired change, in accuracy units
-    p_significant: float | None = None  # the largest p among the changes with p < SIGNIFICANCE
+    p_significant: float | None = None  # the largest raw p among the significant changes
     p_other: float | None = None  # the smallest p among the rest
 
     @property
@@ -124,13 +124,27 @@ class Tally:
         return text + (f"; Δ {100 * self.mean_delta:+.1f} pts" if self.mean_delta is not None else "")
 
 
+def holm(p_values: list[float], alpha: float = SIGNIFICANCE) -> list[bool]:
+    """Which of a family of p-values are significant under Holm's step-down correction (family-wise error <= alpha)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    out = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] >= alpha / (len(p_values) - rank):
+            break  # every larger p fails too
+        out[i] = True
+    return out
+
+
 def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
-    """Count the pruned rows that gain, lose or keep robust accuracy at `col` against their fine-tuned control."""
-    up = down = same = untested = 0
+    """Count the pruned rows that gain, lose or keep robust accuracy at `col` against their fine-tuned control.
+
+    The rows of one column are a family of tests (a grid has a dozen or more pruned rows): a row counts as a gain or
+    a loss only where Holm's correction over the column's rows keeps it significant.
+    """
+    untested = 0
     few = False
     deltas: list[float] = []
-    p_sig: list[float] = []
-    p_rest: list[float] = []
+    tested: list[tuple[float, float]] = []  # (delta, p)
     for r in rows:
         t = r.vs_control.get(col)
         if r.is_dense or r.is_control or t is None:
@@ -139,16 +153,13 @@ def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
         few = few or t.n_seeds < MIN_SEEDS
         if t.p_value is None:
             untested += 1
-        elif t.p_value < SIGNIFICANCE:
-            up += t.delta > 0
-            down += t.delta < 0
-            same += t.delta == 0  # discordant pairs that cancel exactly cannot give p < 0.05; counted for safety
-            p_sig.append(t.p_value)
         else:
-            same += 1
-            p_rest.append(t.p_value)
-    return Tally(col, up, down, same, untested, few, sum(deltas) / len(deltas) if deltas else None,
-                 max(p_sig) if p_sig else None, min(p_rest) if p_rest else None)
+            tested.append((t.delta, t.p_value))
+    keep = holm([p for _, p in tested])
+    sig = [(d, p) for (d, p), k in zip(tested, keep) if k and d != 0]
+    rest = [p for (d, p), k in zip(tested, keep) if not k or d == 0]
+    return Tally(col, sum(d > 0 for d, _ in sig), sum(d < 0 for d, _ in sig), len(rest), untested, few,
+                 sum(deltas) / len(deltas) if deltas else None, max((p for _, p in sig), default=None), min(rest, default=None))
 
 
 def verdict(rows: Iterable[BoardRow], col: Column) -> str:
@@ -160,10 +171,10 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
     tested = t.up + t.down + t.same
     if tested and not t.few_seeds:
         parts.append(f"{t.word} the claim: {t.up} of {tested} pruned rows gain robustness over the fine-tuned control "
-                     f"(paired p < {SIGNIFICANCE:g}), {t.down} lose, {t.same} show no significant change")
+                     f"(paired p < {SIGNIFICANCE:g}, Holm-corrected over the rows), {t.down} lose, {t.same} show no significant change")
     elif tested:
         parts.append(f"no verdict with fewer than {MIN_SEEDS} seeds: {t.up} of {tested} pruned rows gain robustness over the "
-                     f"fine-tuned control at paired p < {SIGNIFICANCE:g}, {t.down} lose, {t.same} show no significant change "
+                     f"fine-tuned control at paired p < {SIGNIFICANCE:g} (Holm-corrected over the rows), {t.down} lose, {t.same} show no significant change "
                      "(not marked significant)")
     if t.untested:
         parts.append(f"{t.untested} rows without per-example outcomes: no paired test")

@@ -151,7 +151,7 @@ def _verdicts(b: Board) -> list[str]:
         return ["**Verdict:** no pruned row has a fine-tuned control yet.", ""]
     lines = ["**Verdict per attack and eps** on the claim that pruning raises robustness: pruned rows against the fine-tuned "
              f"dense control of the same seed, counted by whether they lose or gain robust accuracy at paired p < {SIGNIFICANCE:g} "
-             "(exact McNemar, pooled over seeds) or show no significant change (n.s.), and their mean change Δ in points:", ""]
+             "(exact McNemar, pooled over seeds, Holm-corrected over the column's rows) or show no significant change (n.s.), and their mean change Δ in points:", ""]
     lines += ["| attack | " + " | ".join(f"ε={_eps(e)}" for e in eps) + " |", "|" + "---|" * (len(eps) + 1)]
     for name, cells in grid:
         lines.append(f"| {name} | " + " | ".join("–" if c is None or not c.n else c.text() for c in cells) + " |")
