@@ -172,3 +172,16 @@ def test_tally_counts_a_row_only_where_holm_keeps_it() -> None:
     t = tally([row(-0.10, 1e-6), row(-0.02, 0.03), row(+0.01, 0.04)], col)
     assert (t.down, t.up, t.same) == (1, 0, 2) and t.p_significant == 1e-6 and t.p_other == 0.03
     assert t.word == "does not support"  # 1 loss against 2 without a significant change
+
+
+def test_a_newer_protocol_with_another_training_budget_hides_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "r.db")
+    for pruner, sp, prov in (("none", 0.0, None), ("dense_finetuned", 0.0, CONTROL_PROV), ("l1_filter", 0.5, None)):
+        # an older grid's reduced-budget rows, under an older protocol, with no newer run of the same training
+        add_job(store, f"old-{pruner}", pruner, sp, 0, aa(0.5, 0.3, 0.1), dataset="cifar10", arch="resnet20",
+                params=aa_params(0, pruner, sp) | {"protocol": 1}, provenance=prov, grid="cifar-cpu")
+    _converged(store)  # the same pruners under the current protocol, trained 100 epochs
+    study, old = _boards(store)
+    assert {r.pruner for r in old.rows} == {"none", "dense_finetuned", "l1_filter"}
+    l1 = next(r for r in old.rows if r.pruner == "l1_filter")
+    assert [c.key for c in l1.control_jobs.values()] == ["old-dense_finetuned"]  # its own control, not hidden by the study's

@@ -503,16 +503,21 @@ def _family(job: JobRecord, families: dict[str, str]) -> str:
 
 
 def newest_protocol(jobs: list[JobRecord]) -> list[JobRecord]:
-    """Jobs minus those superseded: a job whose (dataset, architecture, pruner, sparsity) also ran under a newer protocol.
+    """Jobs minus those superseded: a job whose (dataset, architecture, pruner, sparsity, training) also ran under a newer protocol.
 
     A rerun under a new protocol replaces the old rows on the boards instead of sitting beside them (or merging
-    into their seeds); an old row with no newer run stays, marked as outdated. The store keeps every job.
+    into their seeds); an old row with no newer run stays, marked as outdated. The dense training settings are part
+    of the match, so a newer grid with another training budget (another experiment) does not hide an older one's rows.
+    The store keeps every job.
     """
-    newest: dict[tuple[str, str, str, float], int] = {}
+
+    def what(j: JobRecord) -> tuple[str, str, str, float, str]:
+        return (j.dataset, j.architecture, j.pruner_label, j.sparsity, key_of(j.params.get("pruned", {}).get("dense", {}).get("train")))
+
+    newest: dict[tuple[str, str, str, float, str], int] = {}
     for j in jobs:
-        k = (j.dataset, j.architecture, j.pruner_label, j.sparsity)
-        newest[k] = max(newest.get(k, 0), j.protocol)
-    return [j for j in jobs if j.protocol >= newest[(j.dataset, j.architecture, j.pruner_label, j.sparsity)]]
+        newest[what(j)] = max(newest.get(what(j), 0), j.protocol)
+    return [j for j in jobs if j.protocol >= newest[what(j)]]
 
 
 def leaderboards(s: Session, families: dict[str, str] | None = None, threat_models: dict[str, str] | None = None, jobs: list[JobRecord] | None = None) -> list[Board]:
