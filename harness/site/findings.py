@@ -222,8 +222,6 @@ def limits(v: BoardView) -> list[str]:
                 where = f"{gap:.1f} points under" if gap > 0.05 else "at or above"
                 out.append(f"The dense {arch} reaches {100 * e.mean:.1f} % clean, {where} the published {100 * anchor[0]:.1f} % "
                            f"({anchor[1]}): the results speak for models at this accuracy.")
-        if why := reduced_budget(s):
-            out.append(f"Reduced budget: {why}; read these rows as a smoke test of the pipeline, not as an answer.")
         if s.n_eval:
             out.append(f"{s.n_eval:,} evaluation images per seed, the same for every row: one image is {100 / s.n_eval:.2g} points "
                        "of one seed's accuracy.")

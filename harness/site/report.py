@@ -6,6 +6,7 @@ from harness.api.errors import HarnessError
 from harness.site.board import families, setups_of, threat_models, view
 from harness.site.findings import (
     limits,
+    reduced_budget,
     setup_text,
     split,
     title,
@@ -117,6 +118,8 @@ def board_markdown(b: Board) -> list[str]:
     lines = [f"## {title(v)}", ""]
     for s in setups_of(b, v.control):
         lines += ["**Setup.** " + setup_text(s), ""]
+        if why := reduced_budget(s):
+            lines += [f"**Reduced budget:** {why}. These rows test the pipeline; they do not answer the question.", ""]
     lines += _verdicts(b)
     lines += ["**What these data can and cannot say:**", ""] + [f"- {x}" for x in limits(v)] + [""]
     cols = [c for c in b.columns if "/" not in c[0]]  # AutoAttack components stay on the site
