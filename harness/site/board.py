@@ -35,6 +35,7 @@ REFERENCE_ATTACK = {"linf": "autoattack", "l2": "autoattack"}
 INFORMATIVE = 0.10
 # What a pruner's sparsity counts, by family.
 UNITS = {"filter": "filters", "layer": "blocks", "unstructured": "weights"}
+THREAT_LABELS = {"linf": "L∞", "l2": "L2", "": "no attack", "unknown": "unknown threat model"}
 REGIMES = {"standard": "standard training", "pgd_at": "PGD adversarial training", "trades": "TRADES"}
 ATTACK_NAMES = {"fgsm": "FGSM", "pgd_linf": "PGD", "pgd_l2": "PGD-L2", "autoattack": "AutoAttack", "apgd": "APGD",
                 "square": "Square", "cw_l2": "C&W-L2", "deepfool": "DeepFool", "fab": "FAB"}
@@ -45,6 +46,13 @@ ANCHORS: dict[tuple[str, str], tuple[float, str]] = {
     ("cifar10", "resnet56"): (0.9303, "He et al., CVPR 2016, Table 6"),
     ("cifar10", "resnet110"): (0.9357, "He et al., CVPR 2016, Table 6"),
 }
+
+
+def eps_label(x: float) -> str:
+    """An eps as people write it: 8/255 rather than 0.0313725, but 0.2 rather than 51/255."""
+    short = f"{x:g}"
+    n = x * 255
+    return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 and len(short) > 5 else short
 
 
 def families() -> dict[str, str]:

@@ -26,7 +26,15 @@ from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, pruners
 from harness.api.toml_out import toml_value
 from harness.site import findings, plots, report
-from harness.site.board import BoardView, Paired, ViewRow, families, threat_models, view
+from harness.site.board import (
+    THREAT_LABELS,
+    BoardView,
+    Paired,
+    ViewRow,
+    families,
+    threat_models,
+    view,
+)
 from harness.site.public import scrub, source_label, source_link
 from harness.store.models import Base
 from harness.store.queries import (
@@ -49,7 +57,6 @@ from harness.store.queries import (
 from harness.store.session import Store
 
 TEMPLATES = TEMPLATES_DIR
-THREAT_LABELS = {"linf": "L∞", "l2": "L2", "": "no attack", "unknown": "unknown threat model"}
 CSV_FIELDS = ["job_key", "dataset", "architecture", "pruner", "sparsity", "seed", "metric", "attack", "eps", "value"]
 
 # What each stored metric means; the schema page and docs/schema.md list these.

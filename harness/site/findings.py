@@ -13,8 +13,10 @@ from harness.site.board import (
     ATTACK_NAMES,
     INFORMATIVE,
     REGIMES,
+    THREAT_LABELS,
     BoardView,
     Setup,
+    eps_label,
     reference_pruner,
     setups_of,
 )
@@ -65,7 +67,7 @@ def split(board: Board) -> list[Board]:
 
 def title(v: BoardView) -> str:
     """A board's heading: dataset and threat model, and which grid's setup when the board was split."""
-    tm = {"linf": "L∞", "l2": "L2", "": "no attack"}.get(v.board.threat_model, v.board.threat_model)
+    tm = THREAT_LABELS.get(v.board.threat_model, v.board.threat_model)
     text = f"{v.board.dataset} · {tm}"
     if v.board.setup:
         grids = sorted({g for s in v.setups for g in s.grids})
@@ -195,11 +197,6 @@ def verdict_grid(board: Board) -> tuple[list[float], list[tuple[str, list[Tally 
     return eps, lines
 
 
-def _eps(x: float) -> str:
-    n = x * 255
-    return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 else f"{x:g}"
-
-
 def limits(v: BoardView) -> list[str]:
     """What a board's data can and cannot say, each as one sentence, from its rows and setup."""
     b, out = v.board, []
@@ -229,9 +226,9 @@ def limits(v: BoardView) -> list[str]:
     for col in b.worst_columns:
         vals = [e.mean for r in refs if (e := r.robust.get(col)) is not None]
         if vals and min(vals) < INFORMATIVE:
-            out.append(f"At ε={_eps(col[1])} the reference row keeps {100 * min(vals):.1f} % worst-case robust accuracy: with nearly "
+            out.append(f"At ε={eps_label(col[1])} the reference row keeps {100 * min(vals):.1f} % worst-case robust accuracy: with nearly "
                        "nothing left to lose, no change can show there.")
-    weak = [_eps(e.eps) for e in v.eps if not e.reference]
+    weak = [eps_label(e.eps) for e in v.eps if not e.reference]
     if weak:
         out.append(f"At ε={', '.join(weak)} the reference attack did not run: robust accuracies there are upper bounds.")
     archs = sorted({r.architecture for r in b.rows})
@@ -263,7 +260,7 @@ def setup_text(s: Setup) -> str:
         + (f" (published {100 * anchor[0]:.1f} %, {anchor[1]})" if anchor else "")
         for arch, e, anchor in s.dense_clean
     ) or "no dense row yet"
-    attacks = "; ".join(f"ε={_eps(e.eps)}: {' + '.join(e.attacks)}" + ("" if e.reference else " (lower strength)") for e in s.eps)
+    attacks = "; ".join(f"ε={eps_label(e.eps)}: {' + '.join(e.attacks)}" + ("" if e.reference else " (lower strength)") for e in s.eps)
     grids = f"Grid {', '.join(s.grids)}: " if s.grids else ""
     images = f"the same {s.n_eval:,} test images attacked for every row" if s.n_eval else "evaluation images unrecorded"
     return (f"{grids}dense models trained on {data} for {train}{ft}. Dense clean accuracy on the full test set: {dense}. "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness.api.errors import HarnessError
+from harness.site.board import eps_label as _eps
 from harness.site.board import families, setups_of, threat_models, view
 from harness.site.findings import (
     limits,
@@ -40,13 +41,6 @@ def _pct(e: Estimate | None) -> str:
     if e.n < MIN_SEEDS:  # an interval from two seeds says little: show the seeds themselves
         return text + " [" + ", ".join(f"{100 * v:.1f}" for v in e.values) + "]"
     return text + f" [{100 * e.low:.1f}, {100 * e.high:.1f}]"  # type: ignore[operator]
-
-
-def _eps(x: float) -> str:
-    n = x * 255
-    short = f"{x:g}"
-    # 8/255 reads better than 0.0313725; 0.2 reads better than 51/255.
-    return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 and len(short) > 5 else short
 
 
 def _col(c: Column | str) -> str:
