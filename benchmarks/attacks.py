@@ -20,6 +20,7 @@ torchattacks pins an old `requests`, so it lives in the benchmark's own environm
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,19 +35,23 @@ from harness.api.plugins import architectures, datasets
 from harness.evaluation.runs import run_attacks
 from harness.training.train import train
 
-CACHE = Path("/tmp/harness-bench")
+# HARNESS_BENCH_CACHE lets benchmarks/gpu_check.sh share one decoded dataset between its stages.
+CACHE = Path(os.environ.get("HARNESS_BENCH_CACHE", "/tmp/harness-bench"))
 
 
-def trained_model(epochs: int, arch: str = "small_cnn", dataset: str = "digits", data_dir: Path | None = None, n_train: int | None = None) -> tuple[nn.Module, Tensor, Tensor]:
-    """`arch` trained on `dataset` (cached under /tmp between runs), and the test images."""
+def trained_model(epochs: int, arch: str = "small_cnn", dataset: str = "digits", data_dir: Path | None = None, n_train: int | None = None,
+                  device: torch.device = torch.device("cpu")) -> tuple[nn.Module, Tensor, Tensor]:
+    """`arch` trained on `dataset` on `device` (cached under CACHE between runs), and the test images (on the CPU)."""
     data: ImageData = datasets.get(dataset).obj(data_dir, CACHE / "data") if data_dir else datasets.get(dataset).obj()
     torch.manual_seed(0)
     model = Normalized(architectures.get(arch).obj(num_classes=data.num_classes, in_channels=data.in_channels), data.mean, data.std)
-    path = CACHE / f"{arch}-{dataset}-{epochs}-{n_train}.pt"
+    # Keyed by device type: the CUDA run trains in bf16, so its weights differ from the CPU's.
+    path = CACHE / f"{arch}-{dataset}-{epochs}-{n_train}-{device.type}.pt"
     if path.exists():
         model.load_state_dict(torch.load(path))
     else:
-        train(model, data, TrainConfig(epochs=epochs, batch_size=128 if arch != "small_cnn" else 64, lr=0.05, n_train=n_train), seed=0, device=torch.device("cpu"))
+        train(model, data, TrainConfig(epochs=epochs, batch_size=128 if arch != "small_cnn" else 64, lr=0.05, n_train=n_train), seed=0, device=device)
+        model.cpu()
         CACHE.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), path)
     return model.eval(), to_float(data.x_test), data.y_test
@@ -150,6 +155,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timing repeats for FGSM, PGD and APGD (best taken)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--skip-autoattack", action="store_true")
+    ap.add_argument("--aa-peers", choices=["all", "pyautoattack"], default="all",
+                    help="AutoAttack peers: pyautoattack alone saves two full AutoAttack runs on a short device lease")
     ap.add_argument("--skip-peers", action="store_true", help="time only the harness (e.g. to compare two versions of it)")
     args = ap.parse_args()
     if args.threads:
@@ -161,7 +168,7 @@ def main() -> None:
     eps = args.eps if args.eps is not None else (2 / 255 if cifar else 0.1)
     epochs = args.epochs if args.epochs is not None else (4 if cifar else 8)
     n_train = args.n_train if args.n_train is not None else (20000 if cifar else None)
-    model, x_all, y_all = trained_model(epochs, args.model, "cifar10" if cifar else "digits", args.data_dir, n_train)
+    model, x_all, y_all = trained_model(epochs, args.model, "cifar10" if cifar else "digits", args.data_dir, n_train, device)
     for p in model.parameters():
         p.requires_grad_(False)
     model = model.to(device)
@@ -174,14 +181,15 @@ def main() -> None:
     passes: dict[str, float] = {}
     raw: dict[int, float] = {}
 
-    def add(attack: str, impl: str, fn: Callable[[], Tensor], repeats: int, xs: Tensor, counted: Callable[[], Tensor] | None = None) -> None:
+    def add(attack: str, impl: str, fn: Callable[[], Tensor], repeats: int, xs: Tensor, counted: Callable[[], Tensor] | None = None,
+            warmup: Callable[[], Tensor] | None = None) -> None:
         if len(xs) not in raw:
             raw[len(xs)] = raw_fwd_bwd(model, xs, y_all.new_zeros(len(xs)).to(device), device)
         if counted is not None and attack not in passes:
             counter.graph = counter.plain = 0
             counted()
             passes[attack] = counter.passes(len(xs))
-        fn()  # warm-up: allocator, kernels picked, lazy imports
+        (warmup or fn)()  # warm-up: allocator, kernels picked, lazy imports
         ips, acc = timed(fn, repeats, device)
         eff = ips * passes.get(attack, float("nan")) / raw[len(xs)]
         rows.append((attack, impl, ips, acc, eff))
@@ -220,12 +228,18 @@ def main() -> None:
             ref.logger.disabled = True
             return lambda a, b: ref.run_standard_evaluation(a, b, batch_size=len(b))[0]
 
-        add("autoattack", "harness", ours(model, xa, ya, AttackSpec("autoattack", (eps,)), device), 1, xa, peer(counter, xa, ya, reference_aa(counter)))
+        # AutoAttack warms up on 32 of its images: a full warm-up run would double its cost on a short device lease.
+        xw, yw = xa[:32], ya[:32]
+        aa_spec = AttackSpec("autoattack", (eps,))
+        add("autoattack", "harness", ours(model, xa, ya, aa_spec, device), 1, xa, peer(counter, xa, ya, reference_aa(counter)),
+            warmup=ours(model, xw, yw, aa_spec, device))
         if peers:
-            add("autoattack", "pyautoattack", peer(model, xa, ya, reference_aa(model)), 1, xa)
-            add("autoattack", "torchattacks (AA settings)", peer(model, xa, ya, torchattacks_protocol_aa(model, eps, n_classes)), 1, xa)
+            add("autoattack", "pyautoattack", peer(model, xa, ya, reference_aa(model)), 1, xa, warmup=peer(model, xw, yw, reference_aa(model)))
+        if peers and args.aa_peers == "all":
+            tp = torchattacks_protocol_aa(model, eps, n_classes)
+            add("autoattack", "torchattacks (AA settings)", peer(model, xa, ya, tp), 1, xa, warmup=peer(model, xw, yw, tp))
             taa = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=n_classes, seed=0)
-            add("autoattack", "torchattacks AutoAttack (10 it.)", peer(model, xa, ya, taa), 1, xa)
+            add("autoattack", "torchattacks AutoAttack (10 it.)", peer(model, xa, ya, taa), 1, xa, warmup=peer(model, xw, yw, taa))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"\n{args.model}, eps={eps:.5g}, n={len(y)} random test images (seed {args.seed}; AutoAttack n={args.n_aa or args.n}), torch {torch.__version__}, {where}")
     print("raw forward+backward img/s: " + ", ".join(f"batch {b}: {v:.0f}" for b, v in raw.items()))

@@ -1,6 +1,10 @@
-"""Where one evaluation job's time goes: `evaluate()` under cProfile, every built-in attack, small_cnn on digits.
+"""Where one evaluation job's time goes: `evaluate()` under cProfile, every built-in attack.
+
+By default small_cnn on digits at digits-sized budgets; with `--grid gpu-check --data-dir DIR` one job of that grid
+(ResNet-20, CIFAR-10, its eval settings and attack list), trained on `--device` for `--epochs` on `--n-train` images.
 
     PYTHONPATH=. python benchmarks/profile_eval.py [--n 128] [--device cpu] [--top 15]
+    PYTHONPATH=. python benchmarks/profile_eval.py --grid gpu-check --data-dir DIR --device cuda
 
 Prints the wall time per attack (`attack_seconds`), the sanity checks' share, and the functions with the most own
 time. Run it on two versions of the harness to compare before and after.
@@ -13,12 +17,15 @@ import cProfile
 import io
 import pstats
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 
-from benchmarks.attacks import trained_model
+from benchmarks.attacks import CACHE, trained_model
 from harness.api.config import AttackSpec, EvalConfig
 from harness.api.plugins import datasets
+from harness.engine.grid import load_grid
 from harness.evaluation.protocol import evaluate
 
 # The full grid's attacks at digits-sized budgets (AutoAttack with 1000 Square queries to keep the run short).
@@ -40,16 +47,29 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=128, help="evaluation examples")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--grid", default=None, help="profile the first job's evaluation of this grid (its dataset must be cifar10)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10 folder, with --grid")
+    ap.add_argument("--epochs", type=int, default=4, help="training epochs of the profiled model, with --grid")
+    ap.add_argument("--n-train", type=int, default=20000, help="training subset, with --grid")
     args = ap.parse_args()
     device = torch.device(args.device)
-    model, _, _ = trained_model(8)
+    specs: tuple[AttackSpec, ...] = SPECS
+    if args.grid:
+        job = load_grid(args.grid).jobs[0]
+        if job.dataset != "cifar10" or args.data_dir is None:
+            ap.error("--grid needs a CIFAR-10 grid and --data-dir")
+        model, _, _ = trained_model(args.epochs, job.architecture, "cifar10", args.data_dir, args.n_train, device)
+        data = datasets.get("cifar10").obj(args.data_dir, CACHE / "data")
+        cfg, specs = replace(job.eval, n_examples=args.n), job.attacks
+    else:
+        model, _, _ = trained_model(8, device=device)
+        data = datasets.get("digits").obj()
+        cfg = EvalConfig(n_examples=args.n)
     model = model.to(device)
-    data = datasets.get("digits").obj()
-    cfg = EvalConfig(n_examples=args.n)
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     prof.enable()
-    metrics = evaluate(model, data, cfg, SPECS, device, seed=0)
+    metrics = evaluate(model, data, cfg, specs, device, seed=0)
     prof.disable()
     total = time.perf_counter() - t0
     attack_s = {m.attack: m.value for m in metrics if m.metric == "attack_seconds"}

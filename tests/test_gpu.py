@@ -243,7 +243,8 @@ def test_bf16_reaches_fp32_accuracy_on_cifar10(tmp_path: Path) -> None:
     from harness.evaluation.runs import accuracy
     from harness.training.train import train
 
-    data = datasets.get("cifar10").obj(data_dir=Path(data_dir), cache_dir=tmp_path)
+    # HARNESS_CIFAR10_CACHE: benchmarks/gpu_check.sh shares its decoded copy rather than decoding it again.
+    data = datasets.get("cifar10").obj(data_dir=Path(data_dir), cache_dir=Path(os.environ.get("HARNESS_CIFAR10_CACHE", tmp_path)))
     acc = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
