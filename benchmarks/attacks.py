@@ -50,6 +50,7 @@ def trained_model(epochs: int, arch: str = "small_cnn", dataset: str = "digits",
     if path.exists():
         model.load_state_dict(torch.load(path))
     else:
+        model.to(device)  # train() trains the model where it is
         train(model, data, TrainConfig(epochs=epochs, batch_size=128 if arch != "small_cnn" else 64, lr=0.05, n_train=n_train), seed=0, device=device)
         model.cpu()
         CACHE.mkdir(parents=True, exist_ok=True)

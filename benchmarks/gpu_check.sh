@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One prepared check for whoever has a CUDA card for a few minutes (under 8 on one H100): it runs the GPU
 # acceptance grid (grids/gpu-check.toml: every pruner x every attack on ResNet-20, CIFAR-10), `pytest -m gpu`,
-# benchmarks/train.py --device cuda and benchmarks/attacks.py --device cuda, and writes one Markdown report to
-# $OUT/gpu_check_report.md when $OUT is set, else ./gpu_check_report.md. Every stage is timed and capped; a
-# failed or timed-out stage is recorded in the report and the next stage still runs.
+# benchmarks/train.py, benchmarks/attacks.py and benchmarks/profile_autoattack.py --device cuda, and writes one
+# Markdown report to $OUT/gpu_check_report.md when $OUT is set, else ./gpu_check_report.md. Every stage is timed
+# and capped; a failed or timed-out stage is recorded in the report and the next stage still runs.
 #
 # Usage:  benchmarks/gpu_check.sh DATA
 #   DATA holds cifar10-jpeg.tar.gz (extracted into DATA/cifar10-jpeg on first use) or its extracted tree
@@ -15,7 +15,8 @@
 #   x86-64). They are installed with `pip install --no-index --no-deps --target` into a scratch folder put on
 #   PYTHONPATH; torch, torchvision, numpy, scikit-learn, jinja2, typer, rich and pytest must be present already.
 #
-# Environment: OUT (report folder), WHEELS, GPU_CHECK_PRECISION=1 (also the 30-epoch bf16-vs-fp32 accuracy
+# Environment: OUT (report folder), WHEELS, GPU_CHECK_EXTRA=1 (also profile_eval.py under cProfile and train.py
+#   with cuDNN autotuning), GPU_CHECK_PRECISION=1 (also the 30-epoch bf16-vs-fp32 accuracy
 #   test on all of CIFAR-10; it runs beside the functional stages, since it measures accuracy, not speed),
 #   GPU_CHECK_BUDGET_S (seconds for the whole script: each stage's limit is cut to what is left, a stage with
 #   under 20 s left is skipped, and the report is rewritten after every stage, so a lease that ends early
@@ -171,10 +172,10 @@ with db.session() as s:
     print("jobs by status:", dict(status))
     for j in jobs:
         if j.error:
-            print(f"FAILED {j.pruner_label}: {j.error.strip().splitlines()[-1]}")
+            print(f"FAILED {j.pruner}@{j.sparsity:g}: {j.error.strip().splitlines()[-1]}")
     v = defaultdict(dict)
     for r in rows:
-        v[r.pruner_label][(r.metric, r.attack, r.eps)] = r.value
+        v[f"{r.pruner}@{r.sparsity:g}"][(r.metric, r.attack, r.eps)] = r.value
     attacks = sorted({r.attack for r in rows if r.metric == "robust_acc" and "/" not in r.attack})
     print("| pruner | clean | " + " | ".join(attacks) + " | train img/s | job s |")
     print("| --- " * (len(attacks) + 4) + "|")
@@ -183,6 +184,13 @@ with db.session() as s:
         print(f"| {p} | {m.get(('clean_acc', '', None), float('nan')):.3f} | " + " | ".join(f"{x:.3f}" for x in rob)
               + f" | {m.get(('train_img_per_s', '', None), float('nan')):,.0f} | {m.get(('job_seconds', '', None), float('nan')):.1f} |")
     print("(robust columns: the lowest robust accuracy over each attack's eps list)")
+    # Where a job's time goes: the stages and each attack, averaged over the finished jobs.
+    secs = defaultdict(list)
+    for m in v.values():
+        for (met, a, e), val in m.items():
+            if met.endswith("_seconds"):
+                secs[f"{a} (attack)" if a else met[: -len("_seconds")]].append(val)
+    print("seconds per job, mean over finished jobs: " + ", ".join(f"{k} {sum(x) / len(x):.2f}" for k, x in sorted(secs.items())))
 EOF
 }
 export -f grid_summary
@@ -191,17 +199,25 @@ stage "gpu-check grid (every pruner x every attack, ResNet-20, CIFAR-10)" 300 \
   --site-dir "$WORK/site-out" --cache-dir "$BENCH/data" --fresh
 stage "gpu-check grid: results" 60 grid_summary
 
-# train() and the reference loop alternate, so their ratio holds even where the precision test shares the card.
-stage "benchmarks/train.py --device cuda" 90 "$PY" benchmarks/train.py --device cuda --json "$WORK/train.json"
-
-stage "benchmarks/attacks.py --device cuda (ResNet-20 at 10 epochs, 1,000 images, AutoAttack on 500)" 240 \
-  "$PY" benchmarks/attacks.py --device cuda --model resnet20 --data-dir "$DATA" --n 1000 --n-aa 500 --epochs 10 \
-  --n-train 50000 --aa-peers pyautoattack
 stage "pytest -m gpu" 150 "$PY" -m pytest -m "gpu and not slow" -q -p no:cacheprovider tests/test_gpu.py tests/test_eval_path.py
-stage "benchmarks/profile_eval.py --device cuda (one gpu-check job's evaluation)" 60 \
-  "$PY" benchmarks/profile_eval.py --device cuda --grid gpu-check --data-dir "$DATA" --epochs 10 --n-train 50000 --n 200 --top 12
-stage "benchmarks/train.py --device cuda --cudnn-benchmark" 45 \
-  "$PY" benchmarks/train.py --device cuda --cudnn-benchmark --arch resnet20 resnet56 vgg16_bn
+
+# train() and the reference loop alternate, so their ratio holds even where the precision test shares the card.
+stage "benchmarks/train.py --device cuda" 90 "$PY" benchmarks/train.py --device cuda --n 10000 --json "$WORK/train.json"
+
+# FGSM, PGD-10 and APGD-CE-100 against torchattacks and pyautoattack on 1,000 images of a ResNet-20 trained for 4
+# epochs (about 76 % clean); AutoAttack against pyautoattack on 200 of them, one timed run each, per component.
+stage "benchmarks/attacks.py --device cuda (1,000 images, 2/255)" 90 \
+  "$PY" benchmarks/attacks.py --device cuda --model resnet20 --data-dir "$DATA" --n 1000 --epochs 4 --n-train 50000 \
+  --skip-autoattack
+stage "benchmarks/profile_autoattack.py --device cuda (200 images, harness vs pyautoattack per component)" 150 \
+  "$PY" benchmarks/profile_autoattack.py --device cuda --data-dir "$DATA" --n 200 --epochs 4 --n-train 50000
+
+if [ "${GPU_CHECK_EXTRA:-0}" = "1" ]; then
+  stage "benchmarks/profile_eval.py --device cuda (one gpu-check job's evaluation under cProfile)" 60 \
+    "$PY" benchmarks/profile_eval.py --device cuda --grid gpu-check --data-dir "$DATA" --epochs 4 --n-train 50000 --n 200 --top 12
+  stage "benchmarks/train.py --device cuda --cudnn-benchmark" 45 \
+    "$PY" benchmarks/train.py --device cuda --cudnn-benchmark --n 10000 --arch resnet20 resnet56 vgg16_bn
+fi
 
 if [ -n "${BG_PID:-}" ]; then
   # The precision test has what is left of the budget, then the report says where it stood.
