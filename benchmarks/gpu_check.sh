@@ -199,7 +199,8 @@ stage "gpu-check grid (every pruner x every attack, ResNet-20, CIFAR-10)" 300 \
   --site-dir "$WORK/site-out" --cache-dir "$BENCH/data" --fresh
 stage "gpu-check grid: results" 60 grid_summary
 
-stage "pytest -m gpu" 150 "$PY" -m pytest -m "gpu and not slow" -q -p no:cacheprovider tests/test_gpu.py tests/test_eval_path.py
+# -v: each test's outcome is in the log as it ends, so a stage cut by its limit still shows which passed.
+stage "pytest -m gpu" 240 "$PY" -m pytest -m "gpu and not slow" -v -p no:cacheprovider tests/test_gpu.py tests/test_eval_path.py
 
 # train() and the reference loop alternate, so their ratio holds even where the precision test shares the card.
 stage "benchmarks/train.py --device cuda" 90 "$PY" benchmarks/train.py --device cuda --n 10000 --json "$WORK/train.json"
