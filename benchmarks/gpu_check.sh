@@ -79,10 +79,8 @@ write_report() {
     echo
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); total $(( $(date +%s) - T_START )) s"
     echo "- commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet 2>/dev/null || echo ' (dirty)')"
-    local gpus
-    gpus="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | paste -sd ';')"
-    echo "- GPU: ${gpus:-nvidia-smi unavailable}"
-    echo "- $("$PY" -c 'import torch; print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, devices {torch.cuda.device_count()}")' 2>&1 | tail -n 1)"
+    # Read from the environment stage's log: the report is rewritten after every stage and must never wait.
+    [ -f "$WORK/env.txt" ] && sed 's/^/- /' "$WORK/env.txt"
     echo "- CPU cores: $(nproc)"
     echo
     echo "| stage | status | seconds |"
@@ -125,7 +123,18 @@ setup_data() {
 }
 export -f setup_data
 stage "CIFAR-10 data" 120 setup_data
-stage "environment" 60 "$PY" -c 'import torch, torch_pruning, sqlalchemy, pyautoattack, torchattacks; import harness; print(torch.__version__, torch.cuda.get_device_name(0), torch.cuda.device_count(), "GPUs")'
+check_environment() {
+  set -o pipefail  # a stage's function runs in a child bash, which does not inherit it
+  local gpus
+  gpus="$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | paste -sd ';')"
+  echo "GPU: ${gpus:-nvidia-smi unavailable}" | tee "$WORK/env.txt"
+  "$PY" -c 'import torch
+n = torch.cuda.device_count()
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, {n} device(s)" + (f": {torch.cuda.get_device_name(0)}" if n else ""))
+import torch_pruning, sqlalchemy, pyautoattack, torchattacks, harness' | tee -a "$WORK/env.txt"
+}
+export -f check_environment
+stage "environment" 60 check_environment
 
 decode_data() {
   "$PY" -c '
