@@ -200,8 +200,10 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path, monkeypatch: p
     assert saves == [progress] and progress.is_file()
     monkeypatch.setattr(training, "atomic_write", real)
     resumed = _fresh_cnn()  # a new process: fresh weights, the progress file on disk
+    saved_seconds = torch.load(progress, weights_only=False)["seconds"]
     res = train(resumed, data, cfg, seed=4, device=CPU, n_train=160, progress=progress)
     assert res.images == 2 * 160  # epochs 2 and 3 only
+    assert saved_seconds > 0 and res.earlier_seconds == saved_seconds  # the interrupted call's time is not lost
     assert all(torch.equal(p, q) for p, q in zip(whole.state_dict().values(), resumed.state_dict().values()))
     assert not progress.exists()  # finished: the cache holds the model, not the partial state
     # Progress saved under other settings is ignored, never loaded into the wrong run.

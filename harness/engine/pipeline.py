@@ -74,7 +74,9 @@ def _dense_model(job: JobSpec, data: ImageData, cache: ArtifactCache, device: to
         if fresh:
             progress.unlink(missing_ok=True)
         run = train(model, data, job.train, job.seed, device, n_train=job.train.n_train, data_seed=job.seed, progress=progress)
-        meta = {"train_seconds": time.perf_counter() - t0, "train_loss": run.loss, "train_img_per_s": run.img_per_s, "params": job.dense_params()}
+        # A training resumed across sessions reports its whole wall time; its throughput is this call's.
+        meta = {"train_seconds": time.perf_counter() - t0 + run.earlier_seconds, "train_loss": run.loss, "train_img_per_s": run.img_per_s,
+                "params": job.dense_params()}
     cache.save("dense", job.dense_key, model, meta)
     return model.eval(), meta | {"cached": False}
 

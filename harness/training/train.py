@@ -41,6 +41,7 @@ class TrainResult:
     loss: float
     images: int  # images through a training step, all epochs
     seconds: float  # wall time of the whole call, data transfer and final synchronisation included
+    earlier_seconds: float = 0.0  # wall time of the interrupted calls this one resumed (from the progress file)
 
     @property
     def img_per_s(self) -> float:
@@ -163,6 +164,7 @@ def train(
     model.train()
     last = torch.zeros((), device=device)
     step = start = 0
+    earlier = 0.0
     fingerprint = _fingerprint(cfg, seed, data_seed, n, model) if progress is not None else {}
     saved = load_progress(progress, fingerprint, device)
     if saved is not None:
@@ -171,6 +173,7 @@ def train(
         sched.load_state_dict(saved["sched"])
         gen.set_state(saved["gen"].cpu())  # a generator's state is a CPU byte tensor, whatever its device
         start, step, last = saved["epoch"], saved["step"], saved["last"].to(device)
+        earlier = float(saved.get("seconds", 0.0))  # progress files written before this field count nothing
     for epoch in range(start, cfg.epochs):
         total = torch.zeros((), device=device)
         order = torch.randperm(n, generator=gen, device=gen.device).to(device)
@@ -201,7 +204,8 @@ def train(
         last = total / n
         if progress is not None and epoch + 1 < cfg.epochs:
             state = {"fingerprint": fingerprint, "epoch": epoch + 1, "step": step, "last": last, "model": model.state_dict(),
-                     "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state()}
+                     "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
+                     "seconds": earlier + time.perf_counter() - t0}
             atomic_write(progress, lambda fh, state=state: torch.save(state, fh))
     model.to(memory_format=torch.contiguous_format)  # pruners, attacks and checkpoints see the usual layout
     model.eval()
@@ -209,4 +213,4 @@ def train(
     _sync(device)
     if progress is not None:
         progress.unlink(missing_ok=True)
-    return TrainResult(loss_value, (cfg.epochs - start) * n, time.perf_counter() - t0)
+    return TrainResult(loss_value, (cfg.epochs - start) * n, time.perf_counter() - t0, earlier)
