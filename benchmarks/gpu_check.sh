@@ -16,7 +16,7 @@
 #   PYTHONPATH; torch, torchvision, numpy, scikit-learn, jinja2, typer, rich and pytest must be present already.
 #
 # Environment: OUT (report folder), WHEELS, GPU_CHECK_EXTRA=1 (also profile_eval.py under cProfile and train.py
-#   with cuDNN autotuning), GPU_CHECK_PRECISION=1 (also the 30-epoch bf16-vs-fp32 accuracy
+#   with cuDNN autotuning and with torch.compile), GPU_CHECK_PRECISION=1 (also the 30-epoch bf16-vs-fp32 accuracy
 #   test on all of CIFAR-10; it runs beside the functional stages, since it measures accuracy, not speed),
 #   GPU_CHECK_BUDGET_S (seconds for the whole script: each stage's limit is cut to what is left, a stage with
 #   under 20 s left is skipped, and the report is rewritten after every stage, so a lease that ends early
@@ -227,6 +227,9 @@ if [ "${GPU_CHECK_EXTRA:-0}" = "1" ]; then
     "$PY" benchmarks/profile_eval.py --device cuda --grid gpu-check --data-dir "$DATA" --epochs 4 --n-train 50000 --n 200 --top 12
   stage "benchmarks/train.py --device cuda --cudnn-benchmark" 45 \
     "$PY" benchmarks/train.py --device cuda --cudnn-benchmark --n 10000 --arch resnet20 resnet56 vgg16_bn
+  # Does torch.compile with CUDA graphs pay off at batch 128, where ResNet-20 is launch-bound (0.4 % of the peak)?
+  stage "benchmarks/train.py --device cuda --compile reduce-overhead" 240 \
+    "$PY" benchmarks/train.py --device cuda --compile reduce-overhead --n 10000 --arch resnet20 resnet56 vgg16_bn
 fi
 
 if [ -n "${BG_PID:-}" ]; then

@@ -114,8 +114,9 @@ def median_time(fn: Callable[[], float], repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
-def bench(arch: str, data: ImageData, cfg: TrainConfig, device: torch.device, repeats: int) -> dict[str, float | str]:
-    """Throughput of train() and of the reference loop for one architecture, timed alternately."""
+def bench(arch: str, data: ImageData, cfg: TrainConfig, device: torch.device, repeats: int, compile_mode: str | None = None) -> dict[str, float | str]:
+    """Throughput of train() and of the reference loop for one architecture, timed alternately; with `compile_mode`,
+    also of the reference loop on a torch.compile'd model (does compiling pay off at this batch size?)."""
     precision = resolve_precision(cfg.precision, device.type)
     n = len(data.y_train)
     xd, yd = data.x_train.to(device), data.y_train.to(device)
@@ -123,10 +124,19 @@ def bench(arch: str, data: ImageData, cfg: TrainConfig, device: torch.device, re
     warm_n = min(n, 3 * cfg.batch_size)
     train(fresh_model(arch, device), data, warm, seed=0, device=device, n_train=warm_n)
     reference_loop(fresh_model(arch, device), xd[:warm_n], yd[:warm_n], warm, device, precision)
-    ours, ref = [], []
+    compiled = None
+    if compile_mode:
+        # One compiled model for every repeat (a fresh one would recompile), warmed up on full batches and on the
+        # epoch's short last batch, so no compilation falls inside the timing.
+        compiled = torch.compile(fresh_model(arch, device), mode=compile_mode)
+        tail = n % cfg.batch_size
+        reference_loop(compiled, xd[: warm_n + tail], yd[: warm_n + tail], warm, device, precision)
+    ours, ref, comp = [], [], []
     for _ in range(repeats):
         ours.append(train(fresh_model(arch, device), data, cfg, seed=0, device=device).seconds)
         ref.append(reference_loop(fresh_model(arch, device), xd, yd, cfg, device, precision))
+        if compiled is not None:
+            comp.append(reference_loop(compiled, xd, yd, cfg, device, precision))
     images = cfg.epochs * n
     t_ours, t_ref = statistics.median(ours), statistics.median(ref)
     macs = count_macs(fresh_model(arch, device).eval(), data.x_train[:1].float().to(device) / 255)
@@ -138,6 +148,7 @@ def bench(arch: str, data: ImageData, cfg: TrainConfig, device: torch.device, re
         "reference_img_s": images / t_ref,
         "time_ratio": t_ours / t_ref,  # harness time / reference time: <= 1.1 is the bar on the CPU
         "train_flop_per_img": 6.0 * macs,
+        "compiled_reference_img_s": images / statistics.median(comp) if comp else float("nan"),
     }
 
 
@@ -152,6 +163,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune (HARNESS_CUDNN_BENCHMARK=1), both loops")
+    ap.add_argument("--compile", default=None, metavar="MODE",
+                    help="also time the reference loop on torch.compile(model, mode=MODE), e.g. reduce-overhead (CUDA graphs) or default")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
     if args.cudnn_benchmark:
@@ -167,15 +180,16 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device {device} ({name}); {n} CIFAR-shaped images x {args.epochs} epoch(s), batch {args.batch_size}, "
           f"{precision}, cuDNN autotuning {'on' if cudnn_autotune() else 'off'}; measured {precision} matmul peak {peak / 1e12:.2f} TFLOP/s; median of {args.repeats}")
-    print("| architecture | precision | NHWC | train() img/s | reference img/s | time train()/reference | train() % of matmul peak |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    extra = f" compiled reference ({args.compile}) img/s |" if args.compile else ""
+    print("| architecture | precision | NHWC | train() img/s | reference img/s | time train()/reference | train() % of matmul peak |" + extra)
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if args.compile else ""))
     rows = []
     for arch in args.arch:
-        r = bench(arch, data, cfg, device, args.repeats)
+        r = bench(arch, data, cfg, device, args.repeats, args.compile)
         r["peak_fraction"] = float(r["harness_img_s"]) * float(r["train_flop_per_img"]) / peak
         rows.append(r)
         print(f"| {arch} | {r['precision']} | {r['channels_last']} | {r['harness_img_s']:,.0f} | {r['reference_img_s']:,.0f} "
-              f"| {r['time_ratio']:.3f} | {100 * r['peak_fraction']:.1f} % |", flush=True)
+              f"| {r['time_ratio']:.3f} | {100 * r['peak_fraction']:.1f} % |" + (f" {r['compiled_reference_img_s']:,.0f} |" if args.compile else ""), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"device": str(device), "device_name": name, "matmul_peak_flops": peak, "rows": rows}, indent=2))
 
