@@ -18,9 +18,10 @@
 # Environment: OUT (report folder), WHEELS, GPU_CHECK_EXTRA=1 (also profile_eval.py under cProfile and train.py
 #   with cuDNN autotuning and with torch.compile), GPU_CHECK_PRECISION=1 (also the 30-epoch bf16-vs-fp32 accuracy
 #   test on all of CIFAR-10; it runs beside the functional stages, since it measures accuracy, not speed),
-#   GPU_CHECK_BUDGET_S (seconds for the whole script: each stage's limit is cut to what is left, a stage with
-#   under 20 s left is skipped, and the report is rewritten after every stage, so a lease that ends early
-#   still leaves one).
+#   GPU_CHECK_PAPER=1 (first, the paper-gpu grid, its results.db written to OUT/paper-gpu.db for publishing
+#   beside the CPU study), GPU_CHECK_BUDGET_S (seconds for the whole script: each stage's limit is cut to what
+#   is left, a stage with under 20 s left is skipped, and the report is rewritten after every stage, so a lease
+#   that ends early still leaves one).
 # -e is left out on purpose: a failed stage must not stop the stages after it (each one's status is recorded).
 set -uo pipefail
 
@@ -158,6 +159,13 @@ if [ "${GPU_CHECK_PRECISION:-0}" = "1" ]; then
     rc=$?; st="ok"; [ $rc -ne 0 ] && st="FAILED or timed out (exit $rc)"
     echo "$st in $(( $(date +%s) - t0 ))s" >"$BG_STATUS" ) &
   BG_PID=$!
+fi
+
+# ---- optional: the study's GPU slice (grids/paper-gpu.toml, ~10 minutes estimated), first, its database to OUT ----
+if [ "${GPU_CHECK_PAPER:-0}" = "1" ]; then
+  stage "paper-gpu grid (ResNet-56 and VGG-16-BN, the study's GPU slice)" 900 \
+    "$PY" -m harness run --grid paper-gpu --device cuda --data-dir "$DATA" --db "${OUT:-.}/paper-gpu.db" \
+    --site-dir "$WORK/site-paper" --cache-dir "$BENCH/data"
 fi
 
 # ---- the acceptance grid first: it is what must finish ----
