@@ -164,7 +164,7 @@ fi
 # ---- optional: the study's GPU slice (grids/paper-gpu.toml, ~10 minutes estimated), first, its database to OUT ----
 if [ "${GPU_CHECK_PAPER:-0}" = "1" ]; then
   stage "paper-gpu grid (ResNet-56 and VGG-16-BN, the study's GPU slice)" 900 \
-    "$PY" -m harness run --grid paper-gpu --device cuda --data-dir "$DATA" --db "${OUT:-.}/paper-gpu.db" \
+    "$PY" -m harness run --grid paper-gpu --device cuda --workers 4 --data-dir "$DATA" --db "${OUT:-.}/paper-gpu.db" \
     --site-dir "$WORK/site-paper" --cache-dir "$BENCH/data"
 fi
 
@@ -211,8 +211,10 @@ with db.session() as s:
 EOF
 }
 export -f grid_summary
+# Four workers share the card: one ResNet-20 job is launch-bound there (so each job's own seconds and img/s are
+# those of a shared card; the grid's wall time is the figure that counts).
 stage "gpu-check grid (every pruner x every attack, ResNet-20, CIFAR-10)" 300 \
-  "$PY" -m harness run --grid gpu-check --device cuda --data-dir "$DATA" --db "$WORK/gpu-check.db" \
+  "$PY" -m harness run --grid gpu-check --device cuda --workers 4 --data-dir "$DATA" --db "$WORK/gpu-check.db" \
   --site-dir "$WORK/site-out" --cache-dir "$BENCH/data" --fresh
 stage "gpu-check grid: results" 60 grid_summary
 

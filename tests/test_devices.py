@@ -36,6 +36,32 @@ def test_one_worker_per_gpu_with_its_share_of_the_cpu(monkeypatch: pytest.Monkey
     assert [c.threads for c in configs] == [8, 8] == [cpu_threads(2)] * 2  # never 0 (= all cores each)
 
 
+def test_several_workers_share_each_gpu_and_split_the_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_gpus(monkeypatch, 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    configs = worker_configs(RunOptions(db=tmp_path / "r.db", workers=3), torch.device("cuda"))
+    assert [c.device for c in configs] == ["cuda:0"] * 3 + ["cuda:1"] * 3
+    assert [c.threads for c in configs] == [2] * 6 == [cpu_threads(6)] * 6
+
+
+def test_ray_gives_each_gpu_task_its_share_of_a_card(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+    import types
+
+    asked: dict[str, object] = {}
+
+    def remote(**kwargs: object) -> object:
+        asked.update(kwargs)
+        return lambda fn: fn
+
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(is_initialized=lambda: True, remote=remote))
+    from harness.scheduling.ray import RayExecutor
+
+    configs = [WorkerConfig(f"cuda:{d}", 2, tmp_path, None) for d in (0, 0, 0, 1, 1, 1)]
+    RayExecutor(configs).start()
+    assert asked["num_gpus"] == pytest.approx(1 / 3)  # three tasks side by side on each card
+
+
 def test_gpu_worker_pins_its_device(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     pinned = _fake_gpus(monkeypatch, 2)
     TaskRunner(WorkerConfig("cuda:1", 1, tmp_path, None))

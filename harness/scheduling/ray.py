@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from harness.api.errors import HarnessError
@@ -53,7 +54,9 @@ class RayExecutor:
         cfg = self.configs[0]
         # Ray gives each task its own CUDA_VISIBLE_DEVICES: the task sees its GPU as cuda:0.
         self.cfg = WorkerConfig("cuda:0" if self.gpu else "cpu", cfg.threads, cfg.cache_root, cfg.data_dir, cfg.plugin_files, cfg.fresh, cfg.guarded)
-        self.remote = ray.remote(num_gpus=1 if self.gpu else 0, num_cpus=0 if self.gpu else 1, max_retries=0)(_run_task)
+        # --workers N per GPU: each task asks for 1/N of a card, so Ray runs N of them side by side on one.
+        per_gpu = max(Counter(c.device for c in self.configs).values())
+        self.remote = ray.remote(num_gpus=1 / per_gpu if self.gpu else 0, num_cpus=0 if self.gpu else 1, max_retries=0)(_run_task)
 
     def free_slots(self) -> int:
         """Tasks that may still be submitted."""

@@ -102,7 +102,7 @@ def driver_environment(device: torch.device) -> dict[str, object]:
 
 
 def worker_configs(opts: RunOptions, device: torch.device, private: Path | None = None) -> list[WorkerConfig]:
-    """One worker per GPU (all visible, or --devices), else --workers CPU workers sharing the cores.
+    """--workers workers per GPU (all visible, or --devices), else --workers CPU workers sharing the cores.
 
     With plugin files and a `private` folder, each worker gets an empty folder of its own under it to start in,
     and with opts.sandbox a launcher that leaves it only that folder and the cache writable.
@@ -122,8 +122,10 @@ def worker_configs(opts: RunOptions, device: torch.device, private: Path | None 
         bad = [i for i in ids if not 0 <= i < torch.cuda.device_count()]
         if bad:
             raise HarnessError(f"--devices {bad} not visible; this machine has {torch.cuda.device_count()} CUDA device(s).")
-        # The CPU still feeds each GPU (data loading, Python overhead): split its cores between the workers.
-        return [cfg(f"cuda:{i}", cpu_threads(len(ids)), n) for n, i in enumerate(ids)]
+        # Small models leave a card mostly idle (one ResNet-20 job is launch-bound), so several workers may share
+        # one; each pins its card. The CPU still feeds them all: split its cores between the workers.
+        slots = [i for i in ids for _ in range(max(1, opts.workers))]
+        return [cfg(f"cuda:{i}", cpu_threads(len(slots)), n) for n, i in enumerate(slots)]
     n = max(1, opts.workers)
     return [cfg("cpu", cpu_threads(n), i) for i in range(n)]
 
