@@ -164,7 +164,9 @@ class Setup:
     seeds: list[int]
     eps: list[EpsInfo]
     protocol: int = 0  # the oldest protocol version among the setup's jobs
+    # The untouched dense model's clean accuracy per architecture (the control's when no untouched row exists).
     dense_clean: list[tuple[str, Estimate | None, tuple[float, str] | None]] = field(default_factory=list)
+    control_clean: list[tuple[str, Estimate | None]] = field(default_factory=list)  # the fine-tuned control's, when it ran
     grids: list[str] = field(default_factory=list)  # the grids whose runs produced the setup's jobs
 
 
@@ -314,10 +316,17 @@ def setups_of(board: Board, control: str) -> list[Setup]:
             regime_of(j0), j0.params.get("eval", {}).get("n_examples"), sorted({j.seed for j in jobs}), eps_infos(board, rows),
             min(j.protocol for j in jobs), grids=sorted({j.grid for j in jobs if j.grid}),
         )
-        for r in rows:
-            if r.pruner == control or (r.pruner == UNTOUCHED and control == UNTOUCHED):
-                anchor = ANCHORS.get((board.dataset, r.architecture)) or _registered_anchor(r.architecture)
-                s.dense_clean.append((r.architecture, r.clean, anchor))
+        for arch in sorted({r.architecture for r in rows}):
+            # The anchor is for the model as trained, so the untouched row states it; the control, fine-tuned
+            # further, is reported beside it and stands in only when the grid has no untouched row.
+            dense = next((r for r in rows if r.architecture == arch and r.pruner == UNTOUCHED), None)
+            ctl = next((r for r in rows if r.architecture == arch and r.pruner == control and control != UNTOUCHED), None)
+            if dense is None and ctl is None:
+                continue
+            anchor = ANCHORS.get((board.dataset, arch)) or _registered_anchor(arch)
+            s.dense_clean.append((arch, (dense or ctl).clean, anchor))  # type: ignore[union-attr]
+            if ctl is not None and dense is not None:
+                s.control_clean.append((arch, ctl.clean))
         out.append(s)
     return out
 

@@ -260,6 +260,9 @@ def setup_text(s: Setup) -> str:
         + (f" (published {100 * anchor[0]:.1f} %, {anchor[1]})" if anchor else "")
         for arch, e, anchor in s.dense_clean
     ) or "no dense row yet"
+    if s.control_clean:
+        dense += "; after the control's fine-tuning: " + "; ".join(
+            f"{arch} {'–' if e is None else f'{100 * e.mean:.1f} %'}" for arch, e in s.control_clean)
     attacks = "; ".join(f"ε={eps_label(e.eps)}: {' + '.join(e.attacks)}" + ("" if e.reference else " (lower strength)") for e in s.eps)
     grids = f"Grid {', '.join(s.grids)}: " if s.grids else ""
     images = f"the same {s.n_eval:,} test images attacked for every row" if s.n_eval else "evaluation images unrecorded"
