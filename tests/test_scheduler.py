@@ -80,20 +80,21 @@ def test_dag_shares_dense_and_orders_stages(tmp_path: Path) -> None:
     assert not [t for t in build_dag(jobs, tmp_path).values() if t.stage == "dense"]
 
 
-def test_tasks_run_job_by_job_in_grid_order(tmp_path: Path) -> None:
+def test_tasks_run_row_by_row_references_first_seeds_innermost(tmp_path: Path) -> None:
     import tomllib
 
     raw = tomllib.loads(TINY_GRID)
-    raw["pruners"], raw["seeds"] = ["none", "l1_filter"], [0, 1]
+    raw["pruners"], raw["sparsities"], raw["seeds"] = ["l1_filter", "none"], [0.3, 0.5], [0, 1]
     jobs = parse_grid(raw).jobs
     tasks = build_dag(jobs, tmp_path)
-    ranked = [(t.stage, t.job.seed, t.job.pruner.name) for t in sorted(tasks.values(), key=lambda t: t.priority)]
-    # Dense models first (every job needs one), then each job's stages before the next job's: a run cut short
-    # leaves finished rows, not only fine-tuned models.
+    ranked = [(t.stage, t.job.pruner.name, t.job.sparsity, t.job.seed) for t in sorted(tasks.values(), key=lambda t: t.priority)]
+    # Dense models first (every job needs one), then row by row, the reference row first, each row's seeds in turn
+    # and each job's stages before the next job's: a run cut short leaves finished rows with every seed.
     assert ranked == [
-        ("dense", 0, "none"), ("dense", 1, "none"),
-        ("eval", 0, "none"), ("pruned", 0, "l1_filter"), ("eval", 0, "l1_filter"),
-        ("eval", 1, "none"), ("pruned", 1, "l1_filter"), ("eval", 1, "l1_filter"),
+        ("dense", "none", 0.0, 0), ("dense", "none", 0.0, 1),
+        ("eval", "none", 0.0, 0), ("eval", "none", 0.0, 1),
+        ("pruned", "l1_filter", 0.3, 0), ("eval", "l1_filter", 0.3, 0), ("pruned", "l1_filter", 0.3, 1), ("eval", "l1_filter", 0.3, 1),
+        ("pruned", "l1_filter", 0.5, 0), ("eval", "l1_filter", 0.5, 0), ("pruned", "l1_filter", 0.5, 1), ("eval", "l1_filter", 0.5, 1),
     ]
 
 

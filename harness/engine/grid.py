@@ -239,10 +239,13 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
     shas = checkpoint_shas(train, seeds)  # a given dense model is keyed by its content
     jobs: list[JobSpec] = []
     seen: set[str] = set()
-    for d, a, seed, p in itertools.product(ds, archs, seeds, pspecs):
+    # Rows in order, the reference rows first, each row's seeds innermost: a run cut short (a session's end) leaves
+    # rows with every seed and their references, which a verdict needs, rather than every row with one seed.
+    ordered = sorted(pspecs, key=lambda p: pruners.get(p.name).obj.family not in DENSE_FAMILIES)
+    for d, a, p in itertools.product(ds, archs, ordered):
+        dense_row = pruners.get(p.name).obj.family in DENSE_FAMILIES
         # The dense baseline has no sparsity axis: one job per (dataset, architecture, seed).
-        for s in [0.0] if pruners.get(p.name).obj.family in DENSE_FAMILIES else sparsities:
-            dense_row = pruners.get(p.name).obj.family in DENSE_FAMILIES
+        for s, seed in itertools.product([0.0] if dense_row else sparsities, seeds):
             job = JobSpec(d, a, seed, p, float(s), train, finetune, evalc, tuple(aspecs), "" if dense_row else match, shas[seed])
             if job.key not in seen:
                 seen.add(job.key)
