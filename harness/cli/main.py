@@ -7,7 +7,7 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from rich.table import Table
 
 from harness.api.errors import HarnessError
 from harness.api.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from harness.api.config import JobSpec
 
 app = typer.Typer(help="Benchmark how pruning changes the adversarial robustness of CNNs.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -98,7 +101,7 @@ def run(
 
             failed = 0
 
-            def progress(event: str, job, finished: int, total: int) -> None:  # type: ignore[no-untyped-def]
+            def progress(event: str, job: JobSpec, finished: int, total: int) -> None:
                 nonlocal failed
                 label = f"{job.dataset}/{job.architecture}/{job.pruner.label}@{job.sparsity:g}/s{job.seed}"
                 failed += event == "failed"

@@ -12,6 +12,7 @@ from harness.api.config import JobSpec
 from harness.scheduling.dag import Task
 from harness.scheduling.executors import Executor
 from harness.scheduling.signals import signame
+from harness.scheduling.worker import Outcome
 from harness.store.models import JobStatus
 from harness.store.session import Store
 
@@ -128,7 +129,7 @@ class Scheduler:
                 self.progress("start", task.job, self.finished, self.n_eval)
             self.executor.submit(task)
 
-    def _handle(self, out) -> None:  # type: ignore[no-untyped-def]
+    def _handle(self, out: Outcome) -> None:
         task = self.tasks.get(out.task_id)
         if task is None or self.state[task.id] != "running":
             return
