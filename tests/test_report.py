@@ -110,11 +110,18 @@ def test_report_gives_each_stage_wall_time_over_seeds(store: Store) -> None:
     for seed, secs in enumerate((100.0, 140.0, 120.0)):
         timing = [Metric("train_seconds", 4000.0 + seed), Metric("finetune_seconds", secs), Metric("attack_seconds", 2 * secs, attack="pgd_linf")]
         add_job(store, f"p{seed}", "l1_filter", 0.5, seed, _job(_mask(40)) + timing, params=_params("l1_filter", seed, 0.5))
+        # A second row on the same dense models: their training counts once in the total.
+        add_job(store, f"q{seed}", "l1_filter", 0.3, seed, _job(_mask(40)) + timing[:2] + [Metric("eval_seconds", 1000.0)],
+                params=_params("l1_filter", seed, 0.3))
     lines = report(store).splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("Wall time of each stage"))
     table = [[c.strip() for c in line.strip("|").split("|")] for line in itertools.takewhile(lambda x: x.startswith("|"), lines[head + 2 :])]
     assert table[0] == ["architecture", "pruner", "sparsity", "dense training", "pruning", "fine-tuning", "pgd_linf", "evaluation"]
-    assert table[2] == ["a", "l1_filter", "0.5", "4,000-4,002", "–", "100-140", "200-280", "–"]
+    assert ["a", "l1_filter", "0.5", "4,000-4,002", "–", "100-140", "200-280", "–"] in table
+    assert ["a", "l1_filter", "0.3", "4,000-4,002", "–", "100-140", "–", "1,000"] in table
+    assert table[-1] == ["all", "total of 6 jobs", "", "12,003", "0", "720", "720", "3,000"]
+    hours = (12_003 + 720 + 3_000) / 3600
+    assert f"In all {hours:,.1f} worker-hours: dense training (3 models)" in lines[head + 2 + len(table) + 1]
 
 
 def test_report_shows_seeds_and_no_mark_with_two_seeds(store: Store) -> None:

@@ -103,6 +103,14 @@ def _wall_times(rows: list[BoardRow], attacks: list[str]) -> list[str]:
     for r in rows:
         cells = [_seconds([v for j in r.jobs if (v := j.get(metric, attack)) is not None]) for _, metric, attack in stages]
         lines.append("| " + " | ".join([r.architecture, _label(r), f"{r.sparsity:g}"] + cells) + " |")
+    jobs = [j for r in rows for j in r.jobs]
+    # Every job repeats its dense model's training time, so the total counts each dense model once.
+    dense = {j.dense_key: j.get("train_seconds", "") for j in jobs}
+    totals = [sum(v for v in dense.values() if v is not None)]
+    totals += [sum(v for j in jobs if (v := j.get(metric, attack)) is not None) for _, metric, attack in stages[1:]]
+    lines.append("| " + " | ".join(["all", f"total of {len(jobs)} jobs", ""] + [f"{round(t):,}" for t in totals]) + " |")
+    hours = (totals[0] + totals[1] + totals[2] + totals[-1]) / 3600
+    lines += ["", f"In all {hours:,.1f} worker-hours: dense training ({len(dense)} models), pruning, fine-tuning and evaluation."]
     return lines
 
 
