@@ -127,6 +127,23 @@ def test_failures_and_timeouts_are_isolated_and_rerun_retries_only_them(tmp_path
     assert st2["hang_filter"][0] == "done" and st2["boom_filter"][0] == "failed"
 
 
+
+def test_submission_stand_ins_last_only_as_long_as_their_run(tmp_path: Path) -> None:
+    """A driver-side stub validates its run's grid, then leaves the registry as it found it."""
+    from harness.api.plugins import pruners
+
+    grid = tmp_path / "g.toml"
+    grid.write_text(TINY_GRID.replace('pruners = ["none", "l1_filter"]', 'pruners = ["none", "stub_only_filter"]'))
+    opts = RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=1, dry_run=True,
+                      pruner_stubs={"stub_only_filter": {"family": "filter"}, "l1_filter": {"family": "filter"}})
+    summary = run(opts)
+    assert summary.total == 2 and summary.planned["eval"] == 2  # the stub's row validated and was planned
+    # Left registered, it would pass for a shipped pruner in later runs (and tests) of this process.
+    assert "stub_only_filter" not in pruners
+    assert "l1_filter" in pruners  # a name that was already registered is not the stub's to remove
+    with pytest.raises(Exception, match="stub_only_filter"):
+        run(RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=1, dry_run=True))
+
 def _harness(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -25,7 +25,7 @@ from harness.scheduling.executors import (
 from harness.scheduling.isolation import write_launcher
 from harness.scheduling.scheduler import Policy, Scheduler
 from harness.scheduling.signals import signame
-from harness.scheduling.stubs import register_stubs
+from harness.scheduling.stubs import register_stubs, unregister_stubs
 from harness.scheduling.worker import WorkerConfig
 from harness.store.schema import check_run_target, probe
 from harness.store.session import Store, owner_id
@@ -169,13 +169,17 @@ def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     t0 = time.perf_counter()
     if Path(opts.db).exists():
         check_run_target(opts.db)  # refused before the grid is even read, and the file left as it was
-    register_stubs(opts.pruner_stubs)
-    grid = load_grid(opts.grid)
-    device = resolve_device(opts.device)
-    # "auto" precisions become concrete before any key is taken: a bf16 model never shares a key with an fp32 one.
-    grid.jobs = [for_device(j, device.type) for j in grid.jobs]
-    with tempfile.TemporaryDirectory(prefix="harness-run-") as private:
-        return _run(opts, grid, device, worker_configs(opts, device, Path(private)), progress, t0)
+    stubs = register_stubs(opts.pruner_stubs)
+    try:
+        grid = load_grid(opts.grid)
+        device = resolve_device(opts.device)
+        # "auto" precisions become concrete before any key is taken: a bf16 model never shares a key with an fp32 one.
+        grid.jobs = [for_device(j, device.type) for j in grid.jobs]
+        with tempfile.TemporaryDirectory(prefix="harness-run-") as private:
+            return _run(opts, grid, device, worker_configs(opts, device, Path(private)), progress, t0)
+    finally:
+        # A stand-in left registered would pass, in a later run in this process, for a pruner shipped with the harness.
+        unregister_stubs(stubs)
 
 
 def _done_keys(db: Path, keys: list[str]) -> set[str]:

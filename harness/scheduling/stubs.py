@@ -11,8 +11,9 @@ from harness.api.plugins import pruners
 from harness.api.pruner import PruneContext, Pruner
 
 
-def register_stubs(stubs: dict[str, dict[str, Any]]) -> None:
-    """Register a placeholder Pruner per name so grids validate and the site can describe it."""
+def register_stubs(stubs: dict[str, dict[str, Any]]) -> list[str]:
+    """Register a placeholder Pruner per name so grids validate and the site can describe it; returns the names added."""
+    added: list[str] = []
     for name, meta in stubs.items():
         if name in pruners:
             continue
@@ -34,3 +35,11 @@ def register_stubs(stubs: dict[str, dict[str, Any]]) -> None:
         if meta.get("sha256"):
             extra["submission_sha256"] = meta["sha256"]
         pruners.register(name, Stub, description=meta.get("description", ""), **extra)
+        added.append(name)
+    return added
+
+
+def unregister_stubs(names: list[str]) -> None:
+    """Remove the placeholders `register_stubs` added, so one run's submissions do not outlive it in this process."""
+    for name in names:
+        pruners.unregister(name)
