@@ -244,13 +244,8 @@ def test_workers_running_a_submission_start_in_an_empty_private_folder_sandboxed
     plugin.write_text(WORKER_PROBE.replace("VICTIM", repr(str(victim))))
     grid = tmp_path / "g.toml"
     grid.write_text(TINY_GRID.replace('pruners = ["none", "l1_filter"]', 'pruners = ["probe_filter"]').replace("epochs = 4", "epochs = 1"))
-    from harness.api.plugins import pruners
-
-    try:
-        summary = run(RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=1,
-                                 plugin_files=[plugin], pruner_stubs={"probe_filter": {"family": "filter"}}, sandbox=sandbox))
-    finally:
-        pruners.unregister("probe_filter")
+    summary = run(RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=1,
+                             plugin_files=[plugin], pruner_stubs={"probe_filter": {"family": "filter"}}, sandbox=sandbox))
     (_, line), = summary.failed
     assert "/harness-run-" in line and "/worker0 listing=[]" in line, line  # an empty private folder, not the caller's
     if sandbox:

@@ -127,7 +127,6 @@ def test_failures_and_timeouts_are_isolated_and_rerun_retries_only_them(tmp_path
     assert st2["hang_filter"][0] == "done" and st2["boom_filter"][0] == "failed"
 
 
-
 def test_submission_stand_ins_last_only_as_long_as_their_run(tmp_path: Path) -> None:
     """A driver-side stub validates its run's grid, then leaves the registry as it found it."""
     from harness.api.plugins import pruners
@@ -143,6 +142,7 @@ def test_submission_stand_ins_last_only_as_long_as_their_run(tmp_path: Path) -> 
     assert "l1_filter" in pruners  # a name that was already registered is not the stub's to remove
     with pytest.raises(Exception, match="stub_only_filter"):
         run(RunOptions(grid=str(grid), db=tmp_path / "r.db", site_dir=None, device="cpu", workers=1, dry_run=True))
+
 
 def _harness(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness", "run", *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

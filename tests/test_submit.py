@@ -212,7 +212,6 @@ HOSTILE = scored(L1, name="hostile_l1", meta='author="<img src=x onerror=alert(1
 @pytest.mark.slow
 def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_grid: Path) -> None:
     """One command: checked, recorded with its sha256, run in workers on a grid, on the site (escaped); a resubmit is a duplicate."""
-    from harness.api.plugins import pruners
     from harness.store.queries import job_records, submission_source
     from harness.store.session import Store
 
@@ -220,28 +219,25 @@ def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_g
     path = where["tmp"] / "hostile.py"
     path.write_text(HOSTILE)
     args = ["submit", str(path), "--grid", str(tiny_grid), "--db", str(where["db"]), "--site-dir", str(where["site"])]
-    try:
-        res = CliRunner().invoke(app, args)
-        assert res.exit_code == 0, res.output
-        entry = read_index(where["db"])["submissions"]["hostile_l1"]
-        assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-        with Store(where["db"], readonly=True).session() as s:
-            assert submission_source(s, "hostile_l1") == path.read_bytes()
-        assert entry["author"] == "<img src=x onerror=alert(1)>" and entry["harness_version"]
-        with Store(where["db"], readonly=True).session() as s:
-            jobs = {j.pruner: j for j in job_records(s)}
-        assert set(jobs) == {"none", "dense_finetuned", "hostile_l1"}
-        assert jobs["hostile_l1"].get("clean_acc") is not None
-        # The worker, not the driver, imported the submission: provenance names the recorded file.
-        assert jobs["hostile_l1"].provenance["plugins"]["pruner"]["sha256"] == entry["sha256"]
-        pages = "".join(p.read_text() for p in where["site"].rglob("*.html"))
-        assert "hostile_l1" in (where["site"] / "index.html").read_text()
-        assert "<script>alert(" not in pages and "<img src=x" not in pages
-        assert "&lt;script&gt;alert(3)" in pages
-        again = CliRunner().invoke(app, args)
-        assert again.exit_code == 2 and "duplicate" in again.output
-    finally:
-        pruners.unregister("hostile_l1")  # the driver's stub
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    entry = read_index(where["db"])["submissions"]["hostile_l1"]
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    with Store(where["db"], readonly=True).session() as s:
+        assert submission_source(s, "hostile_l1") == path.read_bytes()
+    assert entry["author"] == "<img src=x onerror=alert(1)>" and entry["harness_version"]
+    with Store(where["db"], readonly=True).session() as s:
+        jobs = {j.pruner: j for j in job_records(s)}
+    assert set(jobs) == {"none", "dense_finetuned", "hostile_l1"}
+    assert jobs["hostile_l1"].get("clean_acc") is not None
+    # The worker, not the driver, imported the submission: provenance names the recorded file.
+    assert jobs["hostile_l1"].provenance["plugins"]["pruner"]["sha256"] == entry["sha256"]
+    pages = "".join(p.read_text() for p in where["site"].rglob("*.html"))
+    assert "hostile_l1" in (where["site"] / "index.html").read_text()
+    assert "<script>alert(" not in pages and "<img src=x" not in pages
+    assert "&lt;script&gt;alert(3)" in pages
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "duplicate" in again.output
 
 
 GOOD_FAMILIES = {
