@@ -7,13 +7,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from harness.engine.grid import parse_grid
 from harness.scheduling.dag import build_dag
+from harness.scheduling.ray import RayExecutor
 from harness.scheduling.runner import RunOptions, run
+from harness.scheduling.worker import WorkerConfig
 from tests.conftest import TIMING, TINY_GRID
 from tests.test_reliability import Reference, make_reference
 
@@ -235,12 +239,42 @@ def test_inline_and_worker_executors_agree(tmp_path: Path) -> None:
     assert inline and inline == worker
 
 
+@contextmanager
+def deadline(seconds: int, what: str) -> Iterator[None]:
+    """Fail with a clear message, instead of hanging the suite, if the block runs longer than `seconds`."""
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"{what} took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_ray_executor_matches_local(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'harness[ray]'")
     grid = tmp_path / "g.toml"
     grid.write_text(TINY_GRID)
     for executor in ("local", "ray"):
-        run(RunOptions(grid=str(grid), db=tmp_path / f"{executor}.db", cache_dir=tmp_path / f"{executor}-cache",
-                       site_dir=None, device="cpu", workers=2, executor=executor, timeout_s=600))
+        # The tiny grid takes well under a minute either way; a stall (e.g. starved Ray workers) must fail, not hang.
+        with deadline(900, f"the tiny grid on the {executor} executor"):
+            run(RunOptions(grid=str(grid), db=tmp_path / f"{executor}.db", cache_dir=tmp_path / f"{executor}-cache",
+                           site_dir=None, device="cpu", workers=2, executor=executor, timeout_s=600))
     local, ray_rows = rows(tmp_path / "local.db"), rows(tmp_path / "ray.db")
     assert local and local == ray_rows
+
+
+def test_local_ray_workers_run_at_the_drivers_priority(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'harness[ray]'")
+    # Ray's default worker niceness (15) starves harness tasks whenever anything else uses the cores.
+    executor = RayExecutor([WorkerConfig("cpu", 1, tmp_path / "cache", None)])
+    with deadline(300, "starting a local Ray"):
+        executor.start()
+        try:
+            worker_niceness = ray.get(ray.remote(num_cpus=1)(lambda: os.nice(0)).remote())
+        finally:
+            executor.shutdown()
+    assert worker_niceness == os.nice(0)

@@ -49,6 +49,9 @@ class RayExecutor:
                 kwargs["runtime_env"] = {"working_dir": str(REPO), "excludes": ["*.db", ".harness", "site", ".git"]}
             else:
                 kwargs["num_cpus"] = self.slots if not self.gpu else None
+                # Ray starts its workers at niceness 15, so any other busy process on the machine starves them
+                # (a tiny grid took >15 min beside a training run); harness tasks are the work, not background.
+                kwargs["_system_config"] = {"worker_niceness": 0}
             ray.init(address=self.address, **kwargs)
             self.started_ray = True
         cfg = self.configs[0]
