@@ -88,6 +88,37 @@ def test_run_in_flight_reports_progress_and_eta(store: Store) -> None:
         assert runs_in_flight(s) == []
 
 
+def test_status_folds_cut_short_runs_into_the_rerun_that_took_them_over(tmp_path: Path) -> None:
+    """A study spread over sessions leaves one stale run per session: `harness status` names the rerun that resumed
+    them instead of asking, run by run, for a rerun that already happened; a stale run with no rerun still asks, and a
+    live run beside a later one (two drivers sharing the database) is in flight, not taken over."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import update
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.store.models import Run
+    from harness.store.queries import runs_in_flight
+
+    db = tmp_path / "r.db"
+    store = Store(db)
+    first, live, second, other, latest = (store.start_run(g, f"{g}.toml", 2, {}, n_todo=2) for g in ("g", "g", "g", "h", "g"))
+    long_ago = datetime(2020, 1, 1, tzinfo=timezone.utc)
+    with store.session() as s:
+        s.execute(update(Run).where(Run.id.in_([first, second, other])).values(heartbeat_at=long_ago))
+        flight = {r.run_id: r for r in runs_in_flight(s)}
+    store.close()
+    assert [flight[i].resumed_by for i in (first, live, second, other, latest)] == [latest, None, latest, None, None]
+    assert flight[other].stale_s is not None and flight[latest].stale_s is None
+
+    out = CliRunner().invoke(app, ["status", "--db", str(db)], env={"COLUMNS": "200"}).output
+    assert f"runs {first}, {second} (g) were cut short; run {latest}, the latest of that grid, took over their unfinished jobs." in out
+    assert f"run {other} (h) stale (no heartbeat for" in out
+    assert f"run {live} (g) in flight" in out and f"run {latest} (g) in flight" in out
+    assert f"run {first} (g) stale" not in out and f"run {second} (g) stale" not in out
+
+
 def test_forget_pending_drops_only_never_started_jobs_of_that_run(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

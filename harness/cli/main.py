@@ -197,7 +197,17 @@ def status(db: DbOpt = DEFAULT_DB) -> None:
     console.print(table)
     for key, pruner, arch, line in failures:
         console.print(f"[red]failed[/] {key} {arch}/{pruner}: {line[0]}", highlight=False)
+    resumed: dict[tuple[str, int], list[int]] = {}
     for r in flight:
+        if r.resumed_by is not None:
+            resumed.setdefault((r.grid, r.resumed_by), []).append(r.run_id)
+    for (grid, by), ids in resumed.items():
+        names, was, its = (f"run {ids[0]}", "was", "its") if len(ids) == 1 else (f"runs {', '.join(map(str, ids))}", "were", "their")
+        console.print(f"{names} ({grid}) {was} cut short; run {by}, the latest of that grid, took over {its} unfinished jobs.",
+                      highlight=False)
+    for r in flight:
+        if r.resumed_by is not None:
+            continue
         if r.stale_s is not None:
             console.print(f"run {r.run_id} ({r.grid}) stale (no heartbeat for {r.stale_s:.0f} s): its driver is gone; "
                           f"{r.done} done, {r.failed} failed of {r.todo}. Run the same `harness run` again to finish it.", highlight=False)

@@ -634,6 +634,7 @@ class RunProgress:
     elapsed_s: float
     eta_s: float | None
     stale_s: float | None = None  # seconds since the last heartbeat, when the driver is taken to be gone
+    resumed_by: int | None = None  # the latest run of the same grid, when it came after this stale one
 
 
 def driver_gone(driver: str | None) -> bool:
@@ -652,12 +653,16 @@ def driver_gone(driver: str | None) -> bool:
 
 def runs_in_flight(s: Session, stale_after_s: float = 60.0) -> list[RunProgress]:
     """Unfinished runs, with an ETA from their pace so far; stale when no heartbeat came for `stale_after_s`
-    or when their driver process on this host is gone (SIGKILL, power loss)."""
+    or when their driver process on this host is gone (SIGKILL, power loss), and then resumed by any later run of
+    the same grid."""
     from datetime import datetime, timezone
 
     from harness.store.models import Run
 
     now = datetime.now(timezone.utc)
+    runs_of_grid: dict[str, list[int]] = {}
+    for run_id, grid in s.execute(select(Run.id, Run.grid).order_by(Run.id)):
+        runs_of_grid.setdefault(grid, []).append(run_id)
     out = []
     for run in s.scalars(select(Run).where(Run.finished_at.is_(None)).order_by(Run.id)):
         beat, start = run.heartbeat_at, run.started_at
@@ -669,7 +674,9 @@ def runs_in_flight(s: Session, stale_after_s: float = 60.0) -> list[RunProgress]
         finished = run.n_done + run.n_failed
         eta = elapsed / finished * max(run.n_todo - finished, 0) if finished else None
         stale = silent if silent > stale_after_s or driver_gone(run.driver) else None
-        out.append(RunProgress(run.id, run.grid, run.n_done, run.n_failed, run.n_todo, elapsed, eta, stale))
+        # A rerun of the same grid re-queues and reruns a cut-short run's unfinished jobs, so that run needs nothing more.
+        resumed_by = runs_of_grid[run.grid][-1] if stale is not None and runs_of_grid[run.grid][-1] > run.id else None
+        out.append(RunProgress(run.id, run.grid, run.n_done, run.n_failed, run.n_todo, elapsed, eta, stale, resumed_by))
     return out
 
 
