@@ -21,6 +21,13 @@ torch.set_num_threads(2)
 TIMING = ("_seconds", "latency_ms", "img_per_s")
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich wraps CLI output at 80 columns off a terminal, so a message holding a temporary path breaks where the
+    path's length says (pytest-9 vs pytest-10): tests read messages whole, one line each."""
+    monkeypatch.setenv("COLUMNS", "400")
+
+
 @pytest.fixture(scope="session")
 def digits() -> ImageData:
     """The embedded digits dataset (1,437 train / 360 test 8x8 images)."""

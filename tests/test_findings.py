@@ -9,7 +9,14 @@ import pytest
 
 from harness.site.board import families, setups_of, threat_models, view
 from harness.site.build import build_site
-from harness.site.findings import limits, setup_text, split, verdict, verdict_grid
+from harness.site.findings import (
+    largest_gain,
+    limits,
+    setup_text,
+    split,
+    verdict,
+    verdict_grid,
+)
 from harness.site.report import report
 from harness.store.queries import WORST, job_records, leaderboards
 from harness.store.session import Store
@@ -92,6 +99,12 @@ def test_verdict_per_attack_and_eps_counts_rows_by_paired_test(tmp_path: Path) -
     assert by["AutoAttack"][0] is None  # AutoAttack did not run at 1/255
     assert "1 gain" in t8.text() and "1 lose" in t8.text() and "Δ +1.5 pts" in t8.text()
     assert verdict(v.board.rows, (WORST, E1)).startswith("contradicts the claim: 0 of 2")
+    # How large a gain the data leave open: both rows lose at 1/255; at 8/255 l1_filter gains, so its bound is the largest.
+    bound1, bound8 = largest_gain(v.board.rows, (WORST, E1)), largest_gain(v.board.rows, (WORST, E8))
+    assert bound1 is not None and bound8 is not None
+    assert bound1[0] < 0 and bound1[2] == 2
+    assert bound8[1].pruner == "l1_filter" and bound8[0] > t8.mean_delta
+    assert f"no row's gain exceeds {100 * bound8[0]:+.1f} points" in verdict(v.board.rows, (WORST, E8))
 
 
 def test_fewer_than_three_seeds_give_no_verdict(tmp_path: Path) -> None:

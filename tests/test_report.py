@@ -6,6 +6,7 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,6 +68,47 @@ def test_paired_test_pools_discordant_pairs_over_seeds() -> None:
     assert t.p_value == pytest.approx(binomial_two_sided(12, 14))
     assert t.significant
     assert t.delta == pytest.approx((0.03 + 0.03 + 0.04) / 3)
+
+
+def test_binomial_p_value_holds_past_a_thousand_discordant_pairs() -> None:
+    """2.0**n overflows a float from n = 1024; a full test set over a few seeds has that many discordant pairs."""
+    assert binomial_two_sided(600, 1200) == 1.0
+    assert binomial_two_sided(500, 1200) == pytest.approx(2 * math.fsum(math.exp(
+        math.lgamma(1201) - math.lgamma(i + 1) - math.lgamma(1201 - i) - 1200 * math.log(2)) for i in range(501)), rel=1e-9)
+    assert binomial_two_sided(0, 5000) == 0.0
+
+
+@pytest.mark.parametrize("gained, lost", [(30, 10), (10, 30), (20, 21), (0, 5), (7, 0), (18, 8), (8, 18), (0, 0), (3, 3)])
+def test_paired_interval_inverts_the_score_test(gained: int, lost: int) -> None:
+    """Tango's interval holds the estimate, and excludes 0 exactly where McNemar's score test (|g - l| / sqrt(g + l) > z) rejects."""
+    n = 1500
+    ref = np.zeros(n, bool)
+    ref[:lost] = True
+    mine = np.zeros(n, bool)
+    mine[n - gained:] = True
+    t = paired_test([(mine.mean(), ref.mean(), mine, ref)])
+    assert t.n_pairs == n
+    lo, hi = t.interval(0.95)
+    assert lo <= (gained - lost) / n <= hi and -1 <= lo < hi <= 1
+    rejects = gained + lost > 0 and abs(gained - lost) / math.sqrt(gained + lost) > 1.959963984540054
+    assert (lo > 0 or hi < 0) == rejects
+    lo99, hi99 = t.interval(0.99)
+    assert lo99 < lo and hi < hi99  # more confidence, a wider interval
+    assert paired_test([(0.5, 0.5, None, None)]).interval() is None  # no outcomes, no interval
+
+
+def test_paired_interval_covers_the_true_difference() -> None:
+    """Coverage of the 95 % interval over simulated paired outcomes, including a nearly tied, nearly saturated case."""
+    rng = np.random.default_rng(0)
+    for p_gain, p_lose in ((0.02, 0.01), (0.001, 0.0)):
+        covered = 0
+        for _ in range(400):
+            g, l_, _rest = rng.multinomial(1500, [p_gain, p_lose, 1 - p_gain - p_lose])
+            mine = np.r_[np.ones(g, bool), np.zeros(l_, bool), np.zeros(1500 - g - l_, bool)]
+            ref = np.r_[np.zeros(g, bool), np.ones(l_, bool), np.zeros(1500 - g - l_, bool)]
+            lo, hi = paired_test([(0.0, 0.0, mine, ref)]).interval(0.95)
+            covered += lo <= p_gain - p_lose <= hi
+        assert covered / 400 >= 0.92, (p_gain, p_lose, covered)
 
 
 def test_two_seeds_are_never_significant() -> None:

@@ -180,7 +180,29 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
                      "(not marked significant)")
     if t.untested:
         parts.append(f"{t.untested} rows without per-example outcomes: no paired test")
+    if (bound := largest_gain(rows, col)) is not None:
+        gain, row, k = bound
+        parts.append(f"no row's gain exceeds {100 * gain:+.1f} points at one-sided {100 * (1 - SIGNIFICANCE):g} % confidence, "
+                     f"jointly over the {k} rows (Tango's paired score bound, Bonferroni; largest: {row.pruner_label} {row.sparsity:g})")
     return "; ".join(parts)
+
+
+def largest_gain(rows: Iterable[BoardRow], col: Column) -> tuple[float, BoardRow, int] | None:
+    """The largest gain over the fine-tuned control that the paired data leave open at `col`: (bound, its row, rows).
+
+    A non-significant change is not "no change": this bounds how large a gain could be. Each row's one-sided upper
+    bound is taken at SIGNIFICANCE / k (Bonferroni over the k rows with paired outcomes), so that the claim "no row
+    gains more than this" holds at 1 - SIGNIFICANCE jointly; like the p-values it speaks for image sampling only.
+    """
+    tests = [(r, t) for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None
+             and t.n_pairs and t.p_value is not None]
+    if not tests:
+        return None
+    k = len(tests)
+    # A two-sided interval at 1 - 2a/k has a one-sided upper bound at level a/k.
+    bounds = [(t.interval(1 - 2 * SIGNIFICANCE / k), r) for r, t in tests]
+    (_, upper), row = max(bounds, key=lambda b: b[0][1])  # type: ignore[index]
+    return upper, row, k
 
 
 def verdict_grid(board: Board) -> tuple[list[float], list[tuple[str, list[Tally | None]]]]:
