@@ -103,6 +103,7 @@ def test_verdict_per_attack_and_eps_counts_rows_by_paired_test(tmp_path: Path) -
     bound1, bound8 = largest_gain(v.board.rows, (WORST, E1)), largest_gain(v.board.rows, (WORST, E8))
     assert bound1 is not None and bound8 is not None
     assert bound1[0] < 0 and bound1[2] == 2
+    assert f"every row loses at least {-100 * bound1[0]:.1f} points" in verdict(v.board.rows, (WORST, E1))
     assert bound8[1].pruner == "l1_filter" and bound8[0] > t8.mean_delta
     assert f"no row's gain exceeds {100 * bound8[0]:+.1f} points" in verdict(v.board.rows, (WORST, E8))
 

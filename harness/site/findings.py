@@ -182,8 +182,9 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
         parts.append(f"{t.untested} rows without per-example outcomes: no paired test")
     if (bound := largest_gain(rows, col)) is not None:
         gain, row, k = bound
-        parts.append(f"no row's gain exceeds {100 * gain:+.1f} points at one-sided {100 * (1 - SIGNIFICANCE):g} % confidence, "
-                     f"jointly over the {k} rows (Tango's paired score bound, Bonferroni; largest: {row.pruner_label} {row.sparsity:g})")
+        claim = f"no row's gain exceeds {100 * gain:+.1f} points" if gain >= 0 else f"every row loses at least {-100 * gain:.1f} points"
+        parts.append(f"{claim} at one-sided {100 * (1 - SIGNIFICANCE):g} % confidence, jointly over the {k} rows "
+                     f"(Tango's paired score bound, Bonferroni; largest: {row.pruner_label} {row.sparsity:g})")
     return "; ".join(parts)
 
 
