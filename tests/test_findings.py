@@ -143,6 +143,20 @@ def test_setup_paragraph_states_data_budget_accuracy_seeds_images_attacks(tmp_pa
         assert fact in text, fact
 
 
+def test_verdict_counts_the_rows_with_three_seeds_and_leaves_the_rest_pending(tmp_path: Path) -> None:
+    """A study spread over sessions gets a verdict on its finished rows; a row with one seed so far waits outside it."""
+    store = board_store(tmp_path / "r.db")
+    add_job(store, "late0", "hrank", 0.5, 0, aa(0.9, 0.9, 0.9), dataset="cifar10", arch="resnet20", params=aa_params(0, "hrank", 0.5))
+    v = board_view(store)
+    t1, t8 = dict(verdict_grid(v.board)[1])["worst case"]
+    assert t1 is not None and t8 is not None
+    assert (t1.up, t1.down, t1.same, t1.pending, t1.word) == (0, 2, 0, 1, "contradicts")  # as without hrank
+    assert (t8.up, t8.down, t8.pending) == (1, 1, 1) and t8.mean_delta == pytest.approx((0.05 - 0.02) / 2)
+    assert "1 pending (< 3 seeds)" in t8.text()
+    text = verdict(v.board.rows, (WORST, E1))
+    assert text.startswith("contradicts the claim: 0 of 2 pruned rows with 3 seeds") and "1 row still short of 3 seeds is left out" in text
+
+
 def test_report_of_a_partial_row_says_which_rows_lag(tmp_path: Path) -> None:
     store = board_store(tmp_path / "r.db")
     add_job(store, "late0", "hrank", 0.5, 0, aa(0.5, 0.3, 0.2), dataset="cifar10", arch="resnet20", params=aa_params(0, "hrank", 0.5))

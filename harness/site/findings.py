@@ -84,15 +84,16 @@ class Tally:
     down: int = 0
     same: int = 0  # rows without a significant change
     untested: int = 0  # rows without per-example outcomes: no p-value
-    few_seeds: bool = False  # some row has fewer than MIN_SEEDS seeds: nothing is marked, no verdict
-    mean_delta: float | None = None  # mean over rows of the mean paired change, in accuracy units
+    few_seeds: bool = False  # no row has MIN_SEEDS seeds yet: nothing is marked, no verdict
+    pending: int = 0  # rows still short of MIN_SEEDS seeds beside complete ones: left out of the counts
+    mean_delta: float | None = None  # mean over the counted rows of the mean paired change, in accuracy units
     p_significant: float | None = None  # the largest raw p among the significant changes
     p_other: float | None = None  # the smallest p among the rest
 
     @property
     def n(self) -> int:
         """Pruned rows with a change at this column."""
-        return self.up + self.down + self.same + self.untested
+        return self.up + self.down + self.same + self.untested + self.pending
 
     @property
     def word(self) -> str:
@@ -122,6 +123,8 @@ class Tally:
             counts.append(f"{self.same} n.s." + (f" (p ≥ {self.p_other:.2g})" if self.p_other is not None else ""))
         if self.untested:
             counts.append(f"{self.untested} untested")
+        if self.pending:
+            counts.append(f"{self.pending} pending (< {MIN_SEEDS} seeds)")
         text = self.word + (": " + ", ".join(counts) if counts else "")
         return text + (f"; Δ {100 * self.mean_delta:+.1f} pts" if self.mean_delta is not None else "")
 
@@ -141,26 +144,22 @@ def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
     """Count the pruned rows that gain, lose or keep robust accuracy at `col` against their fine-tuned control.
 
     The rows of one column are a family of tests (a grid has a dozen or more pruned rows): a row counts as a gain or
-    a loss only where Holm's correction over the column's rows keeps it significant.
+    a loss only where Holm's correction over the column's rows keeps it significant. While a grid is still running,
+    the rows with MIN_SEEDS seeds are counted and the others left pending, so that a study spread over many sessions
+    gives a verdict on its finished rows; before any row has them, every row is counted and there is no verdict.
     """
-    untested = 0
-    few = False
-    deltas: list[float] = []
-    tested: list[tuple[float, float]] = []  # (delta, p)
-    for r in rows:
-        t = r.vs_control.get(col)
-        if r.is_dense or r.is_control or t is None:
-            continue
-        deltas.append(t.delta)
-        few = few or t.n_seeds < MIN_SEEDS
-        if t.p_value is None:
-            untested += 1
-        else:
-            tested.append((t.delta, t.p_value))
+    changes = [t for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None]
+    complete = [t for t in changes if t.n_seeds >= MIN_SEEDS]
+    few = bool(changes) and not complete
+    counted = changes if few else complete
+    pending = len(changes) - len(counted)
+    deltas = [t.delta for t in counted]
+    tested = [(t.delta, t.p_value) for t in counted if t.p_value is not None]  # (delta, p)
+    untested = len(counted) - len(tested)
     keep = holm([p for _, p in tested])
     sig = [(d, p) for (d, p), k in zip(tested, keep) if k and d != 0]
     rest = [p for (d, p), k in zip(tested, keep) if not k or d == 0]
-    return Tally(col, sum(d > 0 for d, _ in sig), sum(d < 0 for d, _ in sig), len(rest), untested, few,
+    return Tally(col, sum(d > 0 for d, _ in sig), sum(d < 0 for d, _ in sig), len(rest), untested, few, pending,
                  sum(deltas) / len(deltas) if deltas else None, max((p for _, p in sig), default=None), min(rest, default=None))
 
 
@@ -172,8 +171,12 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
     parts = []
     tested = t.up + t.down + t.same
     if tested and not t.few_seeds:
-        parts.append(f"{t.word} the claim: {t.up} of {tested} pruned rows gain robustness over the fine-tuned control "
+        rows_with = f" with {MIN_SEEDS} seeds" if t.pending else ""
+        parts.append(f"{t.word} the claim: {t.up} of {tested} pruned rows{rows_with} gain robustness over the fine-tuned control "
                      f"(paired p < {SIGNIFICANCE:g}, Holm-corrected over the rows), {t.down} lose, {t.same} show no significant change")
+    if t.pending:
+        parts.append(f"{t.pending} row{'s' if t.pending > 1 else ''} still short of {MIN_SEEDS} seeds "
+                     f"{'are' if t.pending > 1 else 'is'} left out")
     elif tested:
         parts.append(f"no verdict with fewer than {MIN_SEEDS} seeds: {t.up} of {tested} pruned rows gain robustness over the "
                      f"fine-tuned control at paired p < {SIGNIFICANCE:g} (Holm-corrected over the rows), {t.down} lose, {t.same} show no significant change "
