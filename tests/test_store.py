@@ -119,6 +119,37 @@ def test_status_folds_cut_short_runs_into_the_rerun_that_took_them_over(tmp_path
     assert f"run {first} (g) stale" not in out and f"run {second} (g) stale" not in out
 
 
+def test_a_resumed_run_estimates_its_time_from_the_grids_earlier_runs(tmp_path: Path) -> None:
+    """Before its first job finishes, a rerun's ETA comes from its grid's earlier runs (wall seconds per job); another
+    grid's pace is not borrowed, and once a job finishes the run's own pace takes over."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.store.models import Run
+    from harness.store.queries import runs_in_flight
+
+    db = tmp_path / "r.db"
+    store = Store(db)
+    earlier = store.start_run("g", "g.toml", 10, {}, n_todo=10)
+    start = datetime.now(timezone.utc) - timedelta(hours=2)
+    with store.session() as s:  # 4 jobs in 4,000 s: 1,000 s per job
+        s.execute(update(Run).where(Run.id == earlier).values(started_at=start, heartbeat_at=start + timedelta(seconds=4000), n_done=4))
+    resumed, other = store.start_run("g", "g.toml", 6, {}, n_todo=6), store.start_run("h", "h.toml", 6, {}, n_todo=6)
+    with store.session() as s:
+        flight = {r.run_id: r for r in runs_in_flight(s)}
+    assert flight[resumed].eta_s == pytest.approx(6000, abs=60) and flight[other].eta_s is None
+    out = CliRunner().invoke(app, ["status", "--db", str(db)]).output
+    assert f"run {resumed} (g) in flight: 0 done, 0 failed of 6;" in out and "ETA 1.7 h at the pace of this grid's earlier runs" in out
+    store.heartbeat([], "me", resumed, n_done=1)
+    with store.session() as s:
+        own = {r.run_id: r for r in runs_in_flight(s)}[resumed].eta_s
+    store.close()
+    assert own is not None and own < 60  # a job finished within a second: 5 more at that pace
+
+
 def test_forget_pending_drops_only_never_started_jobs_of_that_run(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -212,9 +212,15 @@ def status(db: DbOpt = DEFAULT_DB) -> None:
             console.print(f"run {r.run_id} ({r.grid}) stale (no heartbeat for {r.stale_s:.0f} s): its driver is gone; "
                           f"{r.done} done, {r.failed} failed of {r.todo}. Run the same `harness run` again to finish it.", highlight=False)
             continue
-        eta = f"ETA {r.eta_s / 60:.1f} min" if r.eta_s is not None else "ETA unknown until a job finishes"
+        eta = "ETA unknown until a job finishes" if r.eta_s is None else f"ETA {_duration(r.eta_s)}" + (
+            " at the pace of this grid's earlier runs" if not r.done + r.failed else "")
         console.print(f"run {r.run_id} ({r.grid}) in flight: {r.done} done, {r.failed} failed of {r.todo}; "
-                      f"{r.elapsed_s / 60:.1f} min elapsed, {eta}", highlight=False)
+                      f"{_duration(r.elapsed_s)} elapsed, {eta}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    """Minutes up to 90 of them, hours beyond: a study's ETA reads 18.9 h, not 1132.3 min."""
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 @app.command()

@@ -696,20 +696,34 @@ def runs_in_flight(s: Session, stale_after_s: float = 60.0) -> list[RunProgress]
 
     from harness.store.models import Run
 
+    def utc(t: datetime) -> datetime:
+        return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
     now = datetime.now(timezone.utc)
     runs_of_grid: dict[str, list[int]] = {}
-    for run_id, grid in s.execute(select(Run.id, Run.grid).order_by(Run.id)):
+    # (run id, wall seconds, jobs finished) of every run that finished a job: the pace a new run of its grid can expect.
+    paces: dict[str, list[tuple[int, float, int]]] = {}
+    for run_id, grid, start, beat, end, done, failed in s.execute(
+            select(Run.id, Run.grid, Run.started_at, Run.heartbeat_at, Run.finished_at, Run.n_done, Run.n_failed).order_by(Run.id)):
         runs_of_grid.setdefault(grid, []).append(run_id)
+        last = end or beat
+        if start is not None and last is not None and done + failed:
+            paces.setdefault(grid, []).append((run_id, (utc(last) - utc(start)).total_seconds(), done + failed))
     out = []
     for run in s.scalars(select(Run).where(Run.finished_at.is_(None)).order_by(Run.id)):
         beat, start = run.heartbeat_at, run.started_at
         if beat is None or start is None:
             continue
-        beat, start = (t if t.tzinfo else t.replace(tzinfo=timezone.utc) for t in (beat, start))
+        beat, start = utc(beat), utc(start)
         silent = (now - beat).total_seconds()
         elapsed = (now - start).total_seconds()
         finished = run.n_done + run.n_failed
         eta = elapsed / finished * max(run.n_todo - finished, 0) if finished else None
+        earlier = [(wall, n) for i, wall, n in paces.get(run.grid, []) if i < run.id]
+        if eta is None and earlier:
+            # A resumed study's jobs take an hour each: rather than no estimate for that hour, the pace of the grid's
+            # earlier runs (wall seconds per finished job, with the workers they had), less what this run has spent.
+            eta = max(sum(w for w, _ in earlier) / sum(n for _, n in earlier) * run.n_todo - elapsed, 0.0)
         stale = silent if silent > stale_after_s or driver_gone(run.driver) else None
         # A rerun of the same grid re-queues and reruns a cut-short run's unfinished jobs, so that run needs nothing more.
         resumed_by = runs_of_grid[run.grid][-1] if stale is not None and runs_of_grid[run.grid][-1] > run.id else None
