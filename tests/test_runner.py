@@ -32,6 +32,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     grid.write_text(TINY_GRID)
     result = runner.invoke(app, ["run", "--grid", str(grid), "--db", str(root / "results.db"), "--site-dir", str(root / "site"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
+    (root / "cli.log").write_text(result.output)
     return root, grid
 
 
@@ -58,6 +59,15 @@ def test_grid_runs_end_to_end(tiny_run: tuple[Path, Path]) -> None:
     assert "l1_filter" in index and "digits" in index
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', index)  # nothing fetched from elsewhere
     assert json.loads((root / "site" / "results.json").read_text())
+
+
+def test_a_run_off_a_terminal_logs_a_dated_line_per_job(tiny_run: tuple[Path, Path]) -> None:
+    """Under nohup or a batch system the progress bar draws nothing: each job's start and end is a line of the log."""
+    root, _ = tiny_run
+    lines = [ln for ln in (root / "cli.log").read_text().splitlines() if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (start|done) ", ln)]
+    assert sorted(ln.split(" ", 2)[2].split(" ")[0] for ln in lines) == ["done", "done", "start", "start"]
+    assert {ln.split(" ")[-1] for ln in lines} == {"digits/small_cnn/none@0/s0", "digits/small_cnn/l1_filter@0.5/s0"}
+    assert [ln.split(" ")[3] for ln in lines if " done " in ln] == ["1/2", "2/2"]
 
 
 def test_rerun_recomputes_nothing(tiny_run: tuple[Path, Path]) -> None:

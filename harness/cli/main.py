@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -108,6 +109,10 @@ def run(
                 bar.update(task, total=total, completed=finished, description=f"{label} ({failed} failed)")
                 if event == "failed":
                     err.print(f"[red]failed[/] {label}")
+                elif not err.is_terminal:
+                    # Off a terminal (nohup, a batch system's log) the bar draws nothing until the end: a dated line per
+                    # job started or finished, so a day-long run's log shows where it stands.
+                    err.print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {event} {finished}/{total} {label}", highlight=False, soft_wrap=True)
 
             with stop_signals_interrupt():
                 summary = run_grid(opts, progress)
