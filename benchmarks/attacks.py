@@ -84,6 +84,7 @@ class Counting(nn.Module):
         self.model, self.graph, self.plain = model, 0, 0
 
     def forward(self, x: Tensor) -> Tensor:
+        """The model's logits, counting the batch as a graph pass or a plain one."""
         if torch.is_grad_enabled() and x.requires_grad:
             self.graph += len(x)
         else:

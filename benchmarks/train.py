@@ -153,6 +153,7 @@ def bench(arch: str, data: ImageData, cfg: TrainConfig, device: torch.device, re
 
 
 def main() -> None:
+    """Time train() against the reference loop for each architecture asked for."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--arch", nargs="+", default=ARCHS, help="registered architectures (harness list architectures)")
