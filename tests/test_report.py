@@ -137,6 +137,25 @@ def test_report_headline_is_against_the_control(store: Store) -> None:
     assert "supports the claim: 1 of 1 pruned rows gain robustness over the fine-tuned control" in text
 
 
+def test_report_lists_rows_in_the_sites_order(store: Store) -> None:
+    """References first (the control, then the dense model), then pruned rows by their change against the control, as the site shows them.
+
+    By mean robust accuracy alone the pruned rows would split the references: l1_filter (40) over the control (30)
+    over hrank (25) over the dense model (20).
+    """
+    _study(store, 3)
+    for seed in range(3):
+        add_job(store, f"h{seed}", "hrank", 0.5, seed, _job(_mask(25)), params=_params("hrank", seed, 0.5))
+    lines = report(store).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("| architecture | pruner | sparsity | unit | seeds"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[head + 2 :]))
+    assert [line.split("|")[2].strip() for line in table] == ["dense_finetuned", "none", "l1_filter", "hrank"]
+    assert "the pruned rows ranked by their paired change in worst case 8/255 against dense_finetuned" in "\n".join(lines)
+    delta = next(i for i, line in enumerate(lines) if line.startswith("| architecture | pruner | sparsity | unit | params×"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[delta + 2 :]))
+    assert [line.split("|")[2].strip() for line in table] == ["dense_finetuned", "l1_filter", "hrank"]
+
+
 def test_report_gives_each_attack_against_the_control(store: Store) -> None:
     _study(store, 3)
     lines = report(store).splitlines()

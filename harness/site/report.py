@@ -125,14 +125,18 @@ def board_markdown(b: Board) -> list[str]:
     lines += _verdicts(b)
     lines += ["**What these data can and cannot say:**", ""] + [f"- {x}" for x in limits(v)] + [""]
     cols = [c for c in b.columns if "/" not in c[0]]  # AutoAttack components stay on the site
+    rows = [vr.row for vr in v.rows]  # the site's order, so a row sits at the same place in both
+    if v.key_column is not None:
+        lines += [f"Rows as on the site: the dense references first, then the pruned rows ranked by their paired change in "
+                  f"{_col(v.key_column)} against {v.control} (the board's ranking column).", ""]
     head = ["architecture", "pruner", "sparsity", "unit", "seeds", "params×", "MACs×", "clean"] + [_col(c) for c in cols]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in b.rows:
+    for r in rows:
         cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", str(len(r.jobs)),
                  _ratio(r, "params_ratio"), _ratio(r, "macs_ratio"), _pct(r.clean)] + [_pct(r.robust.get(c)) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     headline: list[Column | str] = ["clean"] + [c for c in b.columns if c[0] == WORST] + [c for c in b.columns if c[0] == WORST_LOWER]
-    pruned = [r for r in b.rows if r.is_control] + [r for r in b.rows if not r.is_dense and not r.is_control]
+    pruned = [r for r in rows if r.is_control] + [r for r in rows if not r.is_dense and not r.is_control]
     if pruned:
         lines += ["", "Each pruned row against the fine-tuned dense control (Δ control, the headline) and the untouched dense "
                   "model (Δ dense) of the same seed, in points, with the paired p-value; the control's own Δ dense is the "
@@ -144,7 +148,7 @@ def board_markdown(b: Board) -> list[str]:
             cells += [paired(r.vs_control.get(c)) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
             lines.append("| " + " | ".join(cells) + " |")
         lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
-    lines += _wall_times(b.rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
+    lines += _wall_times(rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
     lines.append("")
     return lines
 
