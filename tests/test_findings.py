@@ -10,6 +10,7 @@ import pytest
 from harness.site.board import families, setups_of, threat_models, view
 from harness.site.build import build_site
 from harness.site.findings import (
+    Tally,
     largest_gain,
     limits,
     setup_text,
@@ -106,6 +107,12 @@ def test_verdict_per_attack_and_eps_counts_rows_by_paired_test(tmp_path: Path) -
     assert f"every row loses at least {-100 * bound1[0]:.1f} points" in verdict(v.board.rows, (WORST, E1))
     assert bound8[1].pruner == "l1_filter" and bound8[0] > t8.mean_delta
     assert f"no row's gain exceeds {100 * bound8[0]:+.1f} points" in verdict(v.board.rows, (WORST, E8))
+
+
+def test_a_column_of_unchanged_rows_states_their_p_value_not_a_bound() -> None:
+    """Where every row is unchanged (8/255, all at 0 %), p = 1 is each row's value; "p ≥ 1" would read as a bound."""
+    assert "6 n.s. (p = 1)" in Tally((WORST, E8), same=6, p_other=1.0).text()
+    assert "6 n.s. (p ≥ 0.064)" in Tally((WORST, E8), same=6, p_other=0.0641).text()
 
 
 def test_fewer_than_three_seeds_give_no_verdict(tmp_path: Path) -> None:

@@ -120,7 +120,9 @@ class Tally:
         if moved:
             counts.append(moved + (f" (p ≤ {self.p_significant:.2g})" if self.p_significant is not None else ""))
         if self.same:
-            counts.append(f"{self.same} n.s." + (f" (p ≥ {self.p_other:.2g})" if self.p_other is not None else ""))
+            # p = 1 is the most a p-value can be: "p ≥ 1" would read as a bound when it is every row's value.
+            bound = "" if self.p_other is None else " (p = 1)" if self.p_other >= 1 else f" (p ≥ {self.p_other:.2g})"
+            counts.append(f"{self.same} n.s.{bound}")
         if self.untested:
             counts.append(f"{self.untested} untested")
         if self.pending:
