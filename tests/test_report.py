@@ -133,7 +133,12 @@ def test_report_headline_is_against_the_control(store: Store) -> None:
     # clean, worst 8/255 vs control, then clean, worst 8/255 vs dense. 3 seeds x 10 gained, 0 lost: p = 2 / 2^30.
     p_control = f"p={2 / 2**30:.2g}"
     p_dense = f"p={2 / 2**60:.2g}"
-    assert cells[6:10] == ["+0.0 (p=1)", f"**+10.0 ({p_control})**", "+0.0 (p=1)", f"**+20.0 ({p_dense})**"]
+    # Δ control carries the 95 % paired score interval: 300 pairs (3 seeds x 100 images), 0 or 30 discordant.
+    none, ten = paired_test([(0.9, 0.9, _mask(N).numpy(), _mask(N).numpy())] * 3), paired_test([(0.4, 0.3, _mask(40).numpy(), _mask(30).numpy())] * 3)
+    (lo0, hi0), (lo10, hi10) = none.interval(), ten.interval()
+    assert 0 < hi0 < 0.02 and 0 < lo10 < 0.1 < hi10 < 0.2
+    assert cells[6:10] == [f"+0.0 ({100 * lo0:+.1f} to {100 * hi0:+.1f}; p=1)", f"**+10.0 ({100 * lo10:+.1f} to {100 * hi10:+.1f}; {p_control})**",
+                           "+0.0 (p=1)", f"**+20.0 ({p_dense})**"]
     assert "supports the claim: 1 of 1 pruned rows gain robustness over the fine-tuned control" in text
 
 

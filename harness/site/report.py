@@ -50,15 +50,19 @@ def _col(c: Column | str) -> str:
     return f"{name} {_eps(eps)}"
 
 
-def paired(t: PairedTest | None) -> str:
-    """A paired delta in points with its p-value; bold when significant, per-seed deltas when seeds are few."""
+def paired(t: PairedTest | None, interval: bool = False) -> str:
+    """A paired delta in points with its p-value; bold when significant, per-seed deltas when seeds are few.
+
+    With `interval`, rows with enough seeds also give the 95 % paired score interval of the delta.
+    """
     if t is None:
         return "–"
     text = f"{100 * t.delta:+.1f}"
     if t.n_seeds < MIN_SEEDS:
         text += " [" + ", ".join(f"{100 * d:+.1f}" for d in t.per_seed) + "]"
+    ci = t.interval() if interval and t.n_seeds >= MIN_SEEDS else None
     if t.p_value is not None:
-        text += f" (p={t.p_value:.2g})"
+        text += f" ({100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}; p={t.p_value:.2g})" if ci else f" (p={t.p_value:.2g})"
     return f"**{text}**" if t.significant else text
 
 
@@ -139,13 +143,15 @@ def board_markdown(b: Board) -> list[str]:
     pruned = [r for r in rows if r.is_control] + [r for r in rows if not r.is_dense and not r.is_control]
     if pruned:
         lines += ["", "Each pruned row against the fine-tuned dense control (Δ control, the headline) and the untouched dense "
-                  "model (Δ dense) of the same seed, in points, with the paired p-value; the control's own Δ dense is the "
-                  "effect of the extra fine-tuning alone:", ""]
+                  "model (Δ dense) of the same seed, in points, with the paired p-value; Δ control also gives, for rows "
+                  f"with {MIN_SEEDS} seeds, the 95 % interval of the change (Tango's paired score interval, per row, not "
+                  "adjusted for the number of rows; like p, it speaks for the choice of images, not for training "
+                  "variation); the control's own Δ dense is the effect of the extra fine-tuning alone:", ""]
         head = ["architecture", "pruner", "sparsity", "unit", "params×", "MACs×"] + [f"Δ control {_col(c)}" for c in headline] + [f"Δ dense {_col(c)}" for c in headline]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in pruned:
             cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", _ratio(r, "params_ratio"), _ratio(r, "macs_ratio")]
-            cells += [paired(r.vs_control.get(c)) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
+            cells += [paired(r.vs_control.get(c), interval=True) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
             lines.append("| " + " | ".join(cells) + " |")
         lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
     lines += _wall_times(rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
