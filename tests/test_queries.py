@@ -11,16 +11,15 @@ import pytest
 from harness.api.metrics import Metric
 from harness.store.queries import (
     WORST,
-    Estimate,
     baseline_index,
     baseline_of,
     job_records,
     leaderboards,
     result_rows,
     status_counts,
-    t_quantile,
 )
 from harness.store.session import Store
+from harness.store.statistics import Estimate, t_quantile
 
 FAMILIES = {"none": "none", "p1": "filter", "p2": "layer"}
 THREATS = {"fgsm": "linf", "pgd_l2": "l2", "autoattack": "linf"}

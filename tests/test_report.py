@@ -14,8 +14,8 @@ from harness.api.config import PROTOCOL_VERSION
 from harness.api.metrics import Metric
 from harness.evaluation.protocol import accuracy_metric
 from harness.site.report import report
-from harness.store.queries import ACC, Estimate, binomial_two_sided, paired_test
 from harness.store.session import Store
+from harness.store.statistics import ACC, Estimate, binomial_two_sided, paired_test
 from tests.test_queries import add_job, job_params
 
 EPS = 8 / 255

@@ -307,7 +307,8 @@ def test_rows_are_ranked_by_delta_against_the_finetuned_control(tmp_path: Path) 
 
 def test_ranking_column_is_where_the_reference_row_still_has_robustness() -> None:
     from harness.site.board import EpsInfo, key_column
-    from harness.store.queries import WORST, Board, BoardRow, Estimate
+    from harness.store.queries import WORST, Board, BoardRow
+    from harness.store.statistics import Estimate
 
     def board(ctl8: float) -> Board:
         cols = [(WORST, E1), (WORST, 2 / 255), (WORST, E8)]

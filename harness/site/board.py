@@ -14,17 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
-from harness.store.queries import (
-    DELTA,
-    WORST,
-    WORST_LOWER,
-    Board,
-    BoardRow,
-    Column,
-    Estimate,
-    JobRecord,
-    PairedTest,
-)
+from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column, JobRecord
+from harness.store.statistics import DELTA, Estimate, PairedTest
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
 UNTOUCHED = "none"  # the dense model as trained: the fallback reference

@@ -38,14 +38,11 @@ from harness.site.board import (
 from harness.site.public import scrub, source_label, source_link
 from harness.store.models import Base
 from harness.store.queries import (
-    MIN_SEEDS,
     RATIOS,
     WORST,
     Board,
     BoardRow,
-    Estimate,
     JobRecord,
-    PairedTest,
     SubmissionRecord,
     baseline_index,
     job_records,
@@ -55,6 +52,7 @@ from harness.store.queries import (
     submission_records,
 )
 from harness.store.session import Store
+from harness.store.statistics import MIN_SEEDS, Estimate, PairedTest
 
 TEMPLATES = TEMPLATES_DIR
 CSV_FIELDS = ["job_key", "dataset", "architecture", "pruner", "sparsity", "seed", "metric", "attack", "eps", "value"]

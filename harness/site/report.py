@@ -15,19 +15,16 @@ from harness.site.findings import (
     verdict_grid,
 )
 from harness.store.queries import (
-    MIN_SEEDS,
-    SIGNIFICANCE,
     WORST,
     WORST_LOWER,
     Board,
     BoardRow,
     Column,
-    Estimate,
-    PairedTest,
     leaderboards,
     status_by_grid,
 )
 from harness.store.session import Store
+from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, Estimate, PairedTest
 
 OUTDATED = "†"
 
