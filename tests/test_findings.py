@@ -144,10 +144,23 @@ def test_setup_paragraph_states_data_budget_accuracy_seeds_images_attacks(tmp_pa
     v = board_view(board_store(tmp_path / "r.db"))
     (s,) = setups_of(v.board, v.control)
     text = setup_text(s)
+    assert ", per seed in seed order 50.00, 50.00, 50.00 %; after the control's" in text  # the target is per seed
     for fact in ("Grid golden", "8 epochs of standard training", "fine-tuned 1 epoch", "resnet20 50.0 % (published 91.2 %",
                  "after the control's fine-tuning: resnet20 60.0 %",
                  "Seeds: 3 (0, 1, 2)", "the same 300 test images", "ε=1/255: FGSM (lower strength)", "ε=8/255: AutoAttack + FGSM"):
         assert fact in text, fact
+
+
+def test_setup_paragraph_gives_each_seeds_dense_accuracy_in_seed_order() -> None:
+    """A target such as "at least 90 % for every seed" is checked against each seed, not against the mean."""
+    from harness.site.board import Setup
+    from harness.store.statistics import Estimate
+
+    dense = Estimate.of([0.8854, 0.8861, 0.8827])
+    s = Setup("k", "cifar10", None, 50000, 100, 10, "standard", 500, [0, 1, 2], [], dense_clean=[("resnet20", dense, None)])
+    assert "resnet20 88.5 %, per seed in seed order 88.54, 88.61, 88.27 %." in setup_text(s)
+    one = Setup("k", "cifar10", None, 50000, 100, 10, "standard", 500, [0], [], dense_clean=[("resnet20", Estimate.of([0.8854]), None)])
+    assert "resnet20 88.5 %." in setup_text(one)  # one seed: the mean is the seed
 
 
 def test_verdict_counts_the_rows_with_three_seeds_and_leaves_the_rest_pending(tmp_path: Path) -> None:

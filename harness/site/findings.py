@@ -279,6 +279,8 @@ def setup_text(s: Setup) -> str:
     dense = "; ".join(
         f"{arch} {'–' if e is None else f'{100 * e.mean:.1f} %'}"
         + (f" (published {100 * anchor[0]:.1f} %, {anchor[1]})" if anchor else "")
+        # Each seed's own value: a target such as "90 % for every seed" is read from these, not from the mean.
+        + (f", per seed in seed order {', '.join(f'{100 * v:.2f}' for v in e.values)} %" if e is not None and len(e.values) > 1 else "")
         for arch, e, anchor in s.dense_clean
     ) or "no dense row yet"
     if s.control_clean:
