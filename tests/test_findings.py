@@ -100,6 +100,7 @@ def test_verdict_per_attack_and_eps_counts_rows_by_paired_test(tmp_path: Path) -
     assert by["AutoAttack"][0] is None  # AutoAttack did not run at 1/255
     assert "1 gain" in t8.text() and "1 lose" in t8.text() and "Δ +1.5 pts" in t8.text()
     assert verdict(v.board.rows, (WORST, E1)).startswith("contradicts the claim: 0 of 2")
+    assert "no verdict" not in verdict(v.board.rows, (WORST, E1))  # every row has 3 seeds: one verdict, not two
     # How large a gain the data leave open: both rows lose at 1/255; at 8/255 l1_filter gains, so its bound is the largest.
     bound1, bound8 = largest_gain(v.board.rows, (WORST, E1)), largest_gain(v.board.rows, (WORST, E8))
     assert bound1 is not None and bound8 is not None

@@ -172,7 +172,7 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
     if t.pending:
         parts.append(f"{t.pending} row{'s' if t.pending > 1 else ''} still short of {MIN_SEEDS} seeds "
                      f"{'are' if t.pending > 1 else 'is'} left out")
-    elif tested:
+    elif tested and t.few_seeds:
         parts.append(f"no verdict with fewer than {MIN_SEEDS} seeds: {t.up} of {tested} pruned rows gain robustness over the "
                      f"fine-tuned control at paired p < {SIGNIFICANCE:g} (Holm-corrected over the rows), {t.down} lose, {t.same} show no significant change "
                      "(not marked significant)")
