@@ -20,7 +20,8 @@ from harness.api.config import PROTOCOL_VERSION
 from harness.api.metrics import Metric, pack_outcomes
 from harness.engine.grid import load_grid, parse_grid
 from harness.site import plots
-from harness.site.build import build_site, reproduce_grid, slug
+from harness.site.build import build_site, reproduce_grid
+from harness.site.formatting import slug
 from harness.store.models import Base
 from harness.store.queries import job_records
 from harness.store.session import Store
@@ -451,7 +452,7 @@ def test_sort_buttons_tables_and_charts_say_what_they_are(tmp_path: Path) -> Non
 
 
 def test_markers_by_index_never_shared() -> None:
-    from harness.site.build import pruner_markers
+    from harness.site.figures import pruner_markers
 
     names = ["l1_filter", "layer_l1", "hrank", "fpgm", "taylor", "bn_scale", "random_filter"]
     markers = pruner_markers(names, [])

@@ -39,13 +39,6 @@ ANCHORS: dict[tuple[str, str], tuple[float, str]] = {
 }
 
 
-def eps_label(x: float) -> str:
-    """An eps as people write it: 8/255 rather than 0.0313725, but 0.2 rather than 51/255."""
-    short = f"{x:g}"
-    n = x * 255
-    return f"{round(n)}/255" if abs(n - round(n)) < 1e-6 and len(short) > 5 else short
-
-
 def families() -> dict[str, str]:
     """Pruner name -> family, for registered pruners."""
     return {e.name: str(e.metadata.get("family") or getattr(e.obj, "family", "")) for e in pruners.entries()}

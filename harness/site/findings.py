@@ -16,10 +16,10 @@ from harness.site.board import (
     THREAT_LABELS,
     BoardView,
     Setup,
-    eps_label,
     reference_pruner,
     setups_of,
 )
+from harness.site.formatting import eps as eps_label
 from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column
 from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE
 

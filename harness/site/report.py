@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from harness.api.errors import HarnessError
-from harness.site.board import eps_label as _eps
 from harness.site.board import families, setups_of, threat_models, view
 from harness.site.findings import (
     limits,
@@ -14,6 +13,7 @@ from harness.site.findings import (
     verdict,
     verdict_grid,
 )
+from harness.site.formatting import eps as _eps
 from harness.store.queries import (
     WORST,
     WORST_LOWER,
