@@ -176,6 +176,10 @@ def test_verdict_counts_the_rows_with_three_seeds_and_leaves_the_rest_pending(tm
     assert "1 pending (< 3 seeds)" in t8.text()
     text = verdict(v.board.rows, (WORST, E1))
     assert text.startswith("contradicts the claim: 0 of 2 pruned rows with 3 seeds") and "1 row still short of 3 seeds is left out" in text
+    # hrank gains 50 points on its one seed: the bound covers the two counted rows only, as the verdict does.
+    bound = largest_gain(v.board.rows, (WORST, E1))
+    assert bound is not None and bound[2] == 2 and bound[1].pruner != "hrank" and bound[0] < 0
+    assert "every row loses at least" in text and "jointly over the 2 rows with 3 seeds" in text
 
 
 def test_report_of_a_partial_row_says_which_rows_lag(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from harness.site.board import (
 )
 from harness.site.formatting import eps as eps_label
 from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column
-from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE
+from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, PairedTest
 
 # A dense model this far under its published accuracy is a reduced-budget model: its rows are marked as such.
 REDUCED_GAP = 0.10
@@ -144,9 +144,8 @@ def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
     gives a verdict on its finished rows; before any row has them, every row is counted and there is no verdict.
     """
     changes = [t for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None]
-    complete = [t for t in changes if t.n_seeds >= MIN_SEEDS]
-    few = bool(changes) and not complete
-    counted = changes if few else complete
+    counted = [t for _, t in _counted(rows, col)]
+    few = bool(changes) and all(t.n_seeds < MIN_SEEDS for t in changes)
     pending = len(changes) - len(counted)
     deltas = [t.delta for t in counted]
     tested = [(t.delta, t.p_value) for t in counted if t.p_value is not None]  # (delta, p)
@@ -158,6 +157,13 @@ def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
                  sum(deltas) / len(deltas) if deltas else None, max((p for _, p in sig), default=None), min(rest, default=None))
 
 
+def _counted(rows: Iterable[BoardRow], col: Column) -> list[tuple[BoardRow, PairedTest]]:
+    """The pruned rows that a verdict at `col` speaks for: those with MIN_SEEDS seeds, or every row before any has them."""
+    changes = [(r, t) for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None]
+    complete = [(r, t) for r, t in changes if t.n_seeds >= MIN_SEEDS]
+    return complete or changes
+
+
 def verdict(rows: Iterable[BoardRow], col: Column) -> str:
     """How many pruned rows gain or lose robust accuracy at `col` against their fine-tuned control, significantly."""
     t = tally(rows, col)
@@ -165,8 +171,8 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
         return "no pruned row has a fine-tuned control"
     parts = []
     tested = t.up + t.down + t.same
+    rows_with = f" with {MIN_SEEDS} seeds" if t.pending else ""
     if tested and not t.few_seeds:
-        rows_with = f" with {MIN_SEEDS} seeds" if t.pending else ""
         parts.append(f"{t.word} the claim: {t.up} of {tested} pruned rows{rows_with} gain robustness over the fine-tuned control "
                      f"(paired p < {SIGNIFICANCE:g}, Holm-corrected over the rows), {t.down} lose, {t.same} show no significant change")
     if t.pending:
@@ -181,7 +187,7 @@ def verdict(rows: Iterable[BoardRow], col: Column) -> str:
     if (bound := largest_gain(rows, col)) is not None:
         gain, row, k = bound
         claim = f"no row's gain exceeds {100 * gain:+.1f} points" if gain >= 0 else f"every row loses at least {-100 * gain:.1f} points"
-        parts.append(f"{claim} at one-sided {100 * (1 - SIGNIFICANCE):g} % confidence, jointly over the {k} rows "
+        parts.append(f"{claim} at one-sided {100 * (1 - SIGNIFICANCE):g} % confidence, jointly over the {k} rows{rows_with} "
                      f"(Tango's paired score bound, Bonferroni; largest: {row.pruner_label} {row.sparsity:g})")
     return "; ".join(parts)
 
@@ -192,9 +198,11 @@ def largest_gain(rows: Iterable[BoardRow], col: Column) -> tuple[float, BoardRow
     A non-significant change is not "no change": this bounds how large a gain could be. Each row's one-sided upper
     bound is taken at SIGNIFICANCE / k (Bonferroni over the k rows with paired outcomes), so that the claim "no row
     gains more than this" holds at 1 - SIGNIFICANCE jointly; like the p-values it speaks for image sampling only.
+    Rows still short of MIN_SEEDS seeds are left out once some row has them, as in `tally`.
     """
-    tests = [(r, t) for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None
-             and t.n_pairs and t.p_value is not None]
+    # The same rows as the verdict's counts: a row still short of MIN_SEEDS seeds would widen the bound with a
+    # fraction of the images and name itself "largest", although the verdict leaves it out.
+    tests = [(r, t) for r, t in _counted(rows, col) if t.n_pairs and t.p_value is not None]
     if not tests:
         return None
     k = len(tests)
