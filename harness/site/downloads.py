@@ -62,6 +62,7 @@ def leaderboard_records(boards: list[Board]) -> list[dict[str, Any]]:
 
 
 def write_downloads(out: Path, rows: list[dict[str, Any]], jobs: list[JobRecord], boards: list[Board]) -> None:
+    """Write the machine-readable downloads beside the pages: results (JSON, CSV), jobs (JSON), leaderboard (CSV)."""
     write_file(out / "results.json", json.dumps(rows, separators=(",", ":")))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")  # a plain writer: DictWriter costs seconds at 500,000 rows

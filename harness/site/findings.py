@@ -143,9 +143,9 @@ def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
     the rows with MIN_SEEDS seeds are counted and the others left pending, so that a study spread over many sessions
     gives a verdict on its finished rows; before any row has them, every row is counted and there is no verdict.
     """
-    changes = [t for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None]
-    counted = [t for _, t in _counted(rows, col)]
-    few = bool(changes) and all(t.n_seeds < MIN_SEEDS for t in changes)
+    changes = _changes(rows, col)
+    counted = [t for _, t in _counted(changes)]
+    few = bool(changes) and all(t.n_seeds < MIN_SEEDS for _, t in changes)
     pending = len(changes) - len(counted)
     deltas = [t.delta for t in counted]
     tested = [(t.delta, t.p_value) for t in counted if t.p_value is not None]  # (delta, p)
@@ -157,9 +157,13 @@ def tally(rows: Iterable[BoardRow], col: Column) -> Tally:
                  sum(deltas) / len(deltas) if deltas else None, max((p for _, p in sig), default=None), min(rest, default=None))
 
 
-def _counted(rows: Iterable[BoardRow], col: Column) -> list[tuple[BoardRow, PairedTest]]:
-    """The pruned rows that a verdict at `col` speaks for: those with MIN_SEEDS seeds, or every row before any has them."""
-    changes = [(r, t) for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None]
+def _changes(rows: Iterable[BoardRow], col: Column) -> list[tuple[BoardRow, PairedTest]]:
+    """Each pruned row at `col` with its paired test against the fine-tuned control."""
+    return [(r, t) for r in rows if not (r.is_dense or r.is_control) and (t := r.vs_control.get(col)) is not None]
+
+
+def _counted(changes: list[tuple[BoardRow, PairedTest]]) -> list[tuple[BoardRow, PairedTest]]:
+    """The changes a verdict speaks for: the rows with MIN_SEEDS seeds, or every row before any has them."""
     complete = [(r, t) for r, t in changes if t.n_seeds >= MIN_SEEDS]
     return complete or changes
 
@@ -202,7 +206,7 @@ def largest_gain(rows: Iterable[BoardRow], col: Column) -> tuple[float, BoardRow
     """
     # The same rows as the verdict's counts: a row still short of MIN_SEEDS seeds would widen the bound with a
     # fraction of the images and name itself "largest", although the verdict leaves it out.
-    tests = [(r, t) for r, t in _counted(rows, col) if t.n_pairs and t.p_value is not None]
+    tests = [(r, t) for r, t in _counted(_changes(rows, col)) if t.n_pairs and t.p_value is not None]
     if not tests:
         return None
     k = len(tests)

@@ -13,14 +13,17 @@ from harness.store.statistics import MIN_SEEDS, Estimate
 
 
 def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal; – for a missing value."""
     return "–" if x is None or x != x else f"{100 * x:.1f}"
 
 
 def signed_pct(x: float | None) -> str:
+    """A change in points with its sign; – for a missing value."""
     return "–" if x is None or x != x else f"{100 * x:+.1f}"
 
 
 def eps(x: float | None) -> str:
+    """An eps as people write it: 8/255 rather than 0.0313725, but 0.2 rather than 51/255."""
     if x is None:
         return ""
     if abs(x - round(x, 3)) < 1e-9:
@@ -31,6 +34,7 @@ def eps(x: float | None) -> str:
 
 
 def num(x: float | None, digits: int = 3) -> str:
+    """A plain number with `digits` significant digits; – for a missing value."""
     if x is None or x != x:
         return "–"
     return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
