@@ -203,7 +203,7 @@ def test_report_counts_each_grids_jobs_by_state(tmp_path: Path) -> None:
 
 
 def test_holm_keeps_family_wise_error_at_alpha() -> None:
-    from harness.site.findings import holm
+    from harness.store.statistics import holm
 
     # 4 tests: thresholds 0.0125, 0.0167, 0.025, 0.05 in order of p; the step-down stops at the first failure.
     assert holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]

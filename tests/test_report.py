@@ -172,6 +172,45 @@ def test_report_gives_each_attack_against_the_control(store: Store) -> None:
     assert rows == [["a", "l1_filter", "0.5", f"**+10.0 (p={2 / 2**30:.2g})**"]]
 
 
+def _three_rows(store: Store) -> None:
+    """Against a control at 30: l1_filter gains 10 a seed (p = 2^-29), hrank 2 a seed (p = 2^-5 = 0.031), random_filter nothing."""
+    for seed in range(3):
+        add_job(store, f"c{seed}", "dense_finetuned", 0.0, seed, _job(_mask(30)), params=_params("dense_finetuned", seed, 0.0))
+        for pruner, correct in (("l1_filter", 40), ("hrank", 32), ("random_filter", 30)):
+            add_job(store, f"{pruner}{seed}", pruner, 0.5, seed, _job(_mask(correct)), params=_params(pruner, seed, 0.5))
+
+
+def test_bold_marks_only_the_changes_holm_keeps_as_the_verdict_counts(store: Store) -> None:
+    """hrank's p = 0.031 is below 0.05 alone, but Holm over 3 rows asks p < 0.025 of the second smallest: not bold, not counted."""
+    from harness.site.board import families, threat_models, view
+    from harness.store.queries import leaderboards
+
+    _three_rows(store)
+    text = report(store)
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if "attack by attack" in line)
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[head + 2 :]))
+    cells = {c[1]: c[3] for line in table[2:] if (c := [x.strip() for x in line.strip("|").split("|")])}
+    assert cells == {"l1_filter": f"**+10.0 (p={2 / 2**30:.2g})**", "hrank": f"+2.0 (p={2 / 2**6:.2g})", "random_filter": "+0.0 (p=1)"}
+    assert "1 of 3 pruned rows gain robustness over the fine-tuned control" in text
+    with store.session() as s:
+        (board,) = leaderboards(s, families(), threat_models())
+    marked = {v.label: v.d_key.significant for v in view(board).rows if not v.reference}
+    assert marked == {"l1_filter": True, "hrank": False, "random_filter": False}
+    assert {v.label: v.d_key.p_value < 0.05 for v in view(board).rows if not v.reference} == {"l1_filter": True, "hrank": True, "random_filter": False}
+
+
+def test_family_significant_leaves_rows_short_of_seeds_out_of_the_family() -> None:
+    """Two rows with 3 seeds form the family (Holm thresholds 0.025, 0.05); a 2-seed row neither counts nor tightens them."""
+    from harness.store.statistics import PairedTest, family_significant
+
+    def t(p: float | None, seeds: int = 3) -> PairedTest:
+        return PairedTest(0.01, p, seeds, (0.01,) * seeds, 1, 0)
+
+    assert family_significant([t(0.02), t(0.04), t(0.5, seeds=2), t(1e-9, seeds=2), None, t(None)]) == [True, True, False, False, False, False]
+    assert family_significant([t(0.02), t(0.04), t(0.5)]) == [False, False, False]  # three in the family: 0.02 >= 0.05 / 3
+
+
 def test_report_gives_each_stage_wall_time_over_seeds(store: Store) -> None:
     for seed, secs in enumerate((100.0, 140.0, 120.0)):
         timing = [Metric("train_seconds", 4000.0 + seed), Metric("finetune_seconds", secs), Metric("attack_seconds", 2 * secs, attack="pgd_linf")]

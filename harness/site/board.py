@@ -10,12 +10,12 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
 from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column, JobRecord
-from harness.store.statistics import DELTA, Estimate, PairedTest
+from harness.store.statistics import DELTA, Estimate, PairedTest, family_significant
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
 UNTOUCHED = "none"  # the dense model as trained: the fallback reference
@@ -62,6 +62,9 @@ class Paired:
     estimate: Estimate | None
     # The exact McNemar test over the shared evaluation images x seeds (None where no per-example outcomes pair up).
     test: PairedTest | None = None
+    # Whether the test stays significant under Holm's correction over the column's pruned rows (view sets it), the
+    # verdict's rule; None where no family was formed, and the test alone decides.
+    family: bool | None = None
 
     @property
     def mean(self) -> float | None:
@@ -75,7 +78,9 @@ class Paired:
 
     @property
     def significant(self) -> bool:
-        """Whether to mark it: the paired test's verdict (p < 0.05 with at least 3 seeds); never from a t interval."""
+        """Whether to mark it: the paired test's verdict (p < 0.05, 3 seeds, Holm over the column); never a t interval."""
+        if self.family is not None:
+            return self.family
         return self.test is not None and self.test.significant
 
     @classmethod
@@ -323,6 +328,16 @@ def _registered_anchor(arch: str) -> tuple[float, str] | None:
     return (float(a), str(meta.get("anchor_source", meta.get("paper", "")))) if isinstance(a, (int, float)) else None
 
 
+def _mark_families(rows: list[ViewRow], columns: Iterable[Column], key: Column | None) -> None:
+    """Mark each column's changes as the verdict counts them: significant only where Holm over the rows keeps it."""
+    for c in columns:
+        keep = family_significant([v.d_robust[c].test for v in rows])
+        for v, k in zip(rows, keep):
+            v.d_robust[c] = replace(v.d_robust[c], family=k)
+            if c == key:
+                v.d_key = v.d_robust[c]
+
+
 def view(board: Board, verdict: Any = None) -> BoardView:
     """The board as shown: reference rows first (unranked), then pruned rows ranked by their change at the key column.
 
@@ -352,6 +367,7 @@ def view(board: Board, verdict: Any = None) -> BoardView:
         robust = v.row.robust.get(col) if col else None
         return (v.d_key.mean is None, -(v.d_key.mean or 0.0), -(robust.mean if robust else -1.0), v.row.architecture, v.label, v.row.sparsity)
 
+    _mark_families([v for v in out if not v.reference], board.columns, col)
     refs = sorted((v for v in out if v.reference), key=lambda v: (v.row.architecture, v.row.pruner != control, v.label))
     ranked = sorted((v for v in out if not v.reference), key=rank_key)
     for i, v in enumerate(ranked, 1):

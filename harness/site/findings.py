@@ -21,7 +21,7 @@ from harness.site.board import (
 )
 from harness.site.formatting import eps as eps_label
 from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column
-from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, PairedTest
+from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, PairedTest, holm
 
 # A dense model this far under its published accuracy is a reduced-budget model: its rows are marked as such.
 REDUCED_GAP = 0.10
@@ -122,17 +122,6 @@ class Tally:
             counts.append(f"{self.pending} pending (< {MIN_SEEDS} seeds)")
         text = self.word + (": " + ", ".join(counts) if counts else "")
         return text + (f"; Δ {100 * self.mean_delta:+.1f} pts" if self.mean_delta is not None else "")
-
-
-def holm(p_values: list[float], alpha: float = SIGNIFICANCE) -> list[bool]:
-    """Which of a family of p-values are significant under Holm's step-down correction (family-wise error <= alpha)."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    out = [False] * len(p_values)
-    for rank, i in enumerate(order):
-        if p_values[i] >= alpha / (len(p_values) - rank):
-            break  # every larger p fails too
-        out[i] = True
-    return out
 
 
 def tally(rows: Iterable[BoardRow], col: Column) -> Tally:

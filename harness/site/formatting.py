@@ -91,7 +91,7 @@ def seeds(d: Paired | None) -> str:
 
 
 def dclass(d: Paired | None) -> str:
-    """CSS classes of a change: its direction, and `sig` only when Paired.significant (McNemar p < 0.05, >= 3 seeds)."""
+    """CSS classes of a change: its direction, and `sig` only when Paired.significant (McNemar, 3 seeds, Holm)."""
     if d is None or d.mean is None or d.mean != d.mean or abs(d.mean) < 5e-4:
         return ""
     return ("up" if d.mean > 0 else "down") + (" sig" if d.significant else "")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from harness.api.errors import HarnessError
 from harness.site.board import families, setups_of, threat_models, view
 from harness.site.findings import (
@@ -24,7 +26,7 @@ from harness.store.queries import (
     status_by_grid,
 )
 from harness.store.session import Store
-from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, Estimate, PairedTest
+from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, Estimate, PairedTest, family_significant
 
 OUTDATED = "†"
 
@@ -47,8 +49,8 @@ def _col(c: Column | str) -> str:
     return f"{name} {_eps(eps)}"
 
 
-def paired(t: PairedTest | None, interval: bool = False) -> str:
-    """A paired delta in points with its p-value; bold when significant, per-seed deltas when seeds are few.
+def paired(t: PairedTest | None, interval: bool = False, mark: bool = False) -> str:
+    """A paired delta in points with its p-value; bold when `mark`, per-seed deltas when seeds are few.
 
     With `interval`, rows with enough seeds also give the 95 % paired score interval of the delta.
     """
@@ -60,7 +62,14 @@ def paired(t: PairedTest | None, interval: bool = False) -> str:
     ci = t.interval() if interval and t.n_seeds >= MIN_SEEDS else None
     if t.p_value is not None:
         text += f" ({100 * ci[0]:+.1f} to {100 * ci[1]:+.1f}; p={t.p_value:.2g})" if ci else f" (p={t.p_value:.2g})"
-    return f"**{text}**" if t.significant else text
+    return f"**{text}**" if mark else text
+
+
+def paired_cells(rows: list[BoardRow], cols: list[Column | str], get: Callable[[BoardRow], dict[Column | str, PairedTest]], interval: bool = False) -> list[list[str]]:
+    """Each row's paired changes at `cols`; bold where Holm over the column's rows keeps the test, as the verdict counts."""
+    tests = [[get(r).get(c) for c in cols] for r in rows]
+    marks = [family_significant([ts[j] for ts in tests]) for j in range(len(cols))]
+    return [[paired(t, interval, marks[j][i]) for j, t in enumerate(ts)] for i, ts in enumerate(tests)]
 
 
 def _ratio(r: BoardRow, name: str) -> str:
@@ -79,10 +88,9 @@ def _by_attack(rows: list[BoardRow], attacks: list[Column]) -> list[str]:
     lines = ["", "The same rows against the fine-tuned dense control, attack by attack (Δ in points, paired p-value):", ""]
     head = ["architecture", "pruner", "sparsity"] + [f"Δ control {_col(c)}" for c in attacks]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        if r.is_control:
-            continue  # the control against itself says nothing
-        lines.append("| " + " | ".join([r.architecture, _label(r), f"{r.sparsity:g}"] + [paired(r.vs_control.get(c)) for c in attacks]) + " |")
+    rows = [r for r in rows if not r.is_control]  # the control against itself says nothing
+    for r, cells in zip(rows, paired_cells(rows, list(attacks), lambda r: r.vs_control)):
+        lines.append("| " + " | ".join([r.architecture, _label(r), f"{r.sparsity:g}"] + cells) + " |")
     return lines
 
 
@@ -146,10 +154,11 @@ def board_markdown(b: Board) -> list[str]:
                   "variation); the control's own Δ dense is the effect of the extra fine-tuning alone:", ""]
         head = ["architecture", "pruner", "sparsity", "unit", "params×", "MACs×"] + [f"Δ control {_col(c)}" for c in headline] + [f"Δ dense {_col(c)}" for c in headline]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in pruned:
+        vs_control = paired_cells(pruned, headline, lambda r: r.vs_control, interval=True)
+        vs_dense = paired_cells(pruned, headline, lambda r: r.vs_dense)
+        for r, a, d in zip(pruned, vs_control, vs_dense):
             cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", _ratio(r, "params_ratio"), _ratio(r, "macs_ratio")]
-            cells += [paired(r.vs_control.get(c), interval=True) for c in headline] + [paired(r.vs_dense.get(c)) for c in headline]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(cells + a + d) + " |")
         lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
     lines += _wall_times(rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
     lines.append("")
@@ -186,7 +195,8 @@ def report(store: Store, title: str = "Study results") -> str:
         f"\"{WORST_LOWER}\" columns are not. Sparsity counts the row's unit; compare rows by params× and MACs×. "
         "Δ: paired change in points against the fine-tuned dense control (same seed, same fine-tuning budget: the "
         "effect of pruning alone) and against the untouched dense model; p: two-sided exact McNemar test pooled over "
-        f"seeds on the shared evaluation images; bold only when p < {SIGNIFICANCE:g} with at least {MIN_SEEDS} seeds. "
+        f"seeds on the shared evaluation images; bold only when p < {SIGNIFICANCE:g} with at least {MIN_SEEDS} seeds after Holm's "
+        "correction over the column's rows (the rule the verdicts count by). "
         f"{OUTDATED}: some jobs ran under an older protocol version. Generated by `harness report` from the results "
         "database; do not edit by hand.", "",
     ]

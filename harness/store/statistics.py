@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,6 +109,29 @@ class PairedTest:
 
         point = (gained - lost) / n
         return (solve(z, -1.0, point), solve(-z, point, 1.0))
+
+
+def holm(p_values: Sequence[float], alpha: float = SIGNIFICANCE) -> list[bool]:
+    """Which of a family of p-values are significant under Holm's step-down correction (family-wise error <= alpha)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    out = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] >= alpha / (len(p_values) - rank):
+            break  # every larger p fails too
+        out[i] = True
+    return out
+
+
+def family_significant(tests: Sequence[PairedTest | None]) -> list[bool]:
+    """Which tests of one family (a column's rows) are significant: PairedTest.significant, then Holm over the family.
+
+    Only the tests that could be significant alone (a p-value, MIN_SEEDS seeds) enter the family, as in a verdict.
+    """
+    family = [i for i, t in enumerate(tests) if t is not None and t.p_value is not None and t.n_seeds >= MIN_SEEDS]
+    out = [False] * len(tests)
+    for i, keep in zip(family, holm([tests[i].p_value for i in family])):  # type: ignore[misc, union-attr]
+        out[i] = keep
+    return out
 
 
 def binomial_two_sided(k: int, n: int) -> float:
