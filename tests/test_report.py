@@ -200,6 +200,26 @@ def test_bold_marks_only_the_changes_holm_keeps_as_the_verdict_counts(store: Sto
     assert {v.label: v.d_key.p_value < 0.05 for v in view(board).rows if not v.reference} == {"l1_filter": True, "hrank": True, "random_filter": False}
 
 
+def test_robust_accuracy_among_correct_images_takes_the_clean_loss_out(store: Store) -> None:
+    """Control: 80 correct, 40 robust (50 %); l1_filter: 60 correct, 30 robust (50 %, though 10 points less robust);
+    hrank: 80 correct, 48-52 robust (60-65 %)."""
+
+    def job(clean: int, robust: int) -> list[Metric]:
+        return [Metric("clean_acc", clean / N), accuracy_metric("clean_acc_eval", _mask(clean)),
+                accuracy_metric("worst_case_acc", _mask(robust), "linf", EPS), accuracy_metric("robust_acc", _mask(robust), "pgd_linf", EPS)]
+
+    for seed in range(3):
+        add_job(store, f"c{seed}", "dense_finetuned", 0.0, seed, job(80, 40), params=_params("dense_finetuned", seed, 0.0))
+        add_job(store, f"l{seed}", "l1_filter", 0.5, seed, job(60, 30), params=_params("l1_filter", seed, 0.5))
+        add_job(store, f"h{seed}", "hrank", 0.5, seed, job(80, 48 + 2 * seed), params=_params("hrank", seed, 0.5))
+    lines = report(store).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Robust accuracy among the evaluation images"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[head + 2 :]))
+    assert table[0].split("|")[4].strip() == "worst case 8/255 among correct"
+    cells = {c[1]: c[3] for line in table[2:] if (c := [x.strip() for x in line.strip("|").split("|")])}
+    assert cells == {"l1_filter": "50.0 (+0.0; per seed +0.0, +0.0, +0.0)", "hrank": "62.5 (+12.5; per seed +10.0, +12.5, +15.0)"}
+
+
 def test_family_significant_leaves_rows_short_of_seeds_out_of_the_family() -> None:
     """Two rows with 3 seeds form the family (Holm thresholds 0.025, 0.05); a 2-seed row neither counts nor tightens them."""
     from harness.store.statistics import PairedTest, family_significant
