@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -200,7 +201,7 @@ def test_bold_marks_only_the_changes_holm_keeps_as_the_verdict_counts(store: Sto
     assert {v.label: v.d_key.p_value < 0.05 for v in view(board).rows if not v.reference} == {"l1_filter": True, "hrank": True, "random_filter": False}
 
 
-def test_robust_accuracy_among_correct_images_takes_the_clean_loss_out(store: Store) -> None:
+def test_robust_accuracy_among_correct_images_takes_the_clean_loss_out(store: Store, tmp_path: Path) -> None:
     """Control: 80 correct, 40 robust (50 %); l1_filter: 60 correct, 30 robust (50 %, though 10 points less robust);
     hrank: 80 correct, 48-52 robust (60-65 %)."""
 
@@ -218,6 +219,13 @@ def test_robust_accuracy_among_correct_images_takes_the_clean_loss_out(store: St
     assert table[0].split("|")[4].strip() == "worst case 8/255 among correct"
     cells = {c[1]: c[3] for line in table[2:] if (c := [x.strip() for x in line.strip("|").split("|")])}
     assert cells == {"l1_filter": "50.0 (+0.0; per seed +0.0, +0.0, +0.0)", "hrank": "62.5 (+12.5; per seed +10.0, +12.5, +15.0)"}
+    # The site shows the same numbers, from the same view.
+    from harness.site.build import build_site
+
+    page = (build_site(store, tmp_path / "site").parent / "index.html").read_text()
+    table = page[page.index('<table class="among-correct">') : page.index("</table>", page.index('<table class="among-correct">'))]
+    rows = {m[0]: m[1:] for m in re.findall(r'<th scope="row">(\w+)</th><td>a</td><td>0.50</td><td>([^<]*)(?:<[^>]+>[^<]*)*?</td><td>([+-][\d.]+)', table)}
+    assert rows == {"l1_filter": ("50.0", "+0.0"), "hrank": ("62.5", "+12.5")}
 
 
 def test_family_significant_leaves_rows_short_of_seeds_out_of_the_family() -> None:

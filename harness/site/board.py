@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
-from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column, JobRecord
-from harness.store.statistics import DELTA, Estimate, PairedTest, family_significant
+from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column, JobRecord, outcomes_of
+from harness.store.statistics import ACC, DELTA, Estimate, PairedTest, family_significant
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran
 UNTOUCHED = "none"  # the dense model as trained: the fallback reference
@@ -131,6 +131,9 @@ class ViewRow:
     n_eval: int | None
     regime: str
     method: Method
+    # Worst-case robust accuracy among the images the row classifies correctly: (its estimate, its per-seed change
+    # against the reference row), per worst-case column; pruned rows only. Descriptive: no paired test exists.
+    correct: dict[Column, tuple[Estimate | None, Paired]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -180,6 +183,11 @@ class BoardView:
     def fallback(self) -> bool:
         """Whether the board compares against the untouched dense model (no fine-tuned control ran)."""
         return self.control != CONTROL
+
+    @property
+    def correct_columns(self) -> list[Column]:
+        """The worst-case columns where some row has its robust accuracy among the images it classifies correctly."""
+        return [c for c in self.board.worst_columns if any(c in vr.correct for vr in self.rows)]
 
     def eps_info(self, eps: float) -> EpsInfo | None:
         """The EpsInfo of one eps."""
@@ -274,6 +282,14 @@ def reference_pruner(board: Board) -> str:
     return CONTROL if any(r.pruner == CONTROL for r in board.rows) else UNTOUCHED
 
 
+def among_correct(job: JobRecord, col: Column, tm: str) -> float | None:
+    """Robust accuracy at `col` among the evaluation images `job` classifies correctly, or None without outcomes."""
+    clean, robust = outcomes_of(job, "clean", tm), outcomes_of(job, col, tm)
+    if clean is None or robust is None or len(clean) != len(robust) or not clean.any():
+        return None
+    return float(robust[clean].mean())
+
+
 def paired(row: BoardRow, control: str, get: Any) -> Paired:
     """Per-seed change of `get(job)` against the job the store's paired tests compared it with."""
     references = row.control_jobs if control == CONTROL else row.dense_jobs
@@ -362,6 +378,14 @@ def view(board: Board, verdict: Any = None) -> BoardView:
             Estimate.of(j.get("clean_acc_eval") for j in r.jobs),  # type: ignore[misc]
             j0.params.get("eval", {}).get("n_examples"), regime_of(j0), method_of(r),
         ))
+        if not ref:
+            for c in board.worst_columns:
+                def get(j: JobRecord, c: Column = c) -> float | None:
+                    return among_correct(j, c, board.threat_model)
+
+                change = paired(r, control, get)
+                if change.per_seed:
+                    out[-1].correct[c] = (Estimate.of((get(j) for j in r.jobs), ACC), change)  # type: ignore[misc]
 
     def rank_key(v: ViewRow) -> tuple[Any, ...]:
         robust = v.row.robust.get(col) if col else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from harness.api.errors import HarnessError
-from harness.site.board import families, setups_of, threat_models, view
+from harness.site.board import BoardView, families, setups_of, threat_models, view
 from harness.site.findings import (
     limits,
     reduced_budget,
@@ -22,9 +22,7 @@ from harness.store.queries import (
     Board,
     BoardRow,
     Column,
-    JobRecord,
     leaderboards,
-    outcomes_of,
     status_by_grid,
 )
 from harness.store.session import Store
@@ -96,39 +94,32 @@ def _by_attack(rows: list[BoardRow], attacks: list[Column]) -> list[str]:
     return lines
 
 
-def _among_correct(job: JobRecord, col: Column, tm: str) -> float | None:
-    """Robust accuracy at `col` among the evaluation images `job` classifies correctly, or None without outcomes."""
-    clean, robust = outcomes_of(job, "clean", tm), outcomes_of(job, col, tm)
-    if clean is None or robust is None or len(clean) != len(robust) or not clean.any():
-        return None
-    return float(robust[clean].mean())
-
-
-def _conditional(rows: list[BoardRow], cols: list[Column], tm: str) -> list[str]:
-    """Each row's robust accuracy among the images it classifies correctly, against the control's: pruning's cost in
-    clean accuracy taken out of its robust accuracy. Descriptive: the rows' denominators differ, so no paired test."""
-    table = []
-    for r in rows:
-        cells = []
-        for c in cols:
-            pairs = [(a, b) for j in r.jobs if (ref := r.control_jobs.get(j.key)) is not None
-                     and (a := _among_correct(j, c, tm)) is not None and (b := _among_correct(ref, c, tm)) is not None]
-            if not pairs:
-                cells.append("–")
-                continue
-            deltas = [100 * (a - b) for a, b in pairs]
-            cells.append(f"{100 * sum(a for a, _ in pairs) / len(pairs):.1f} ({sum(deltas) / len(deltas):+.1f}; per seed "
-                         + ", ".join(f"{d:+.1f}" for d in deltas) + ")")
-        if any(x != "–" for x in cells):
-            table.append("| " + " | ".join([r.architecture, _label(r), f"{r.sparsity:g}"] + cells) + " |")
-    if not table:
+def _conditional(v: BoardView) -> list[str]:
+    """Each pruned row's robust accuracy among the images it classifies correctly, against the control's: pruning's
+    cost in clean accuracy taken out of its robust accuracy. Descriptive: the rows' denominators differ, so no test."""
+    cols = v.correct_columns
+    if not cols:
         return []
     head = ["architecture", "pruner", "sparsity"] + [f"{_col(c)} among correct" for c in cols]
-    return ["", "Robust accuracy among the evaluation images each model classifies correctly (worst case, in %, mean over "
-            "seeds), with its change against the fine-tuned control of the same seed in points: the part of a robustness "
-            "change that a change in clean accuracy does not explain. Descriptive only: each row counts over its own "
-            "correct images, so there is no paired test.", "",
-            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + table
+    lines = ["", "Robust accuracy among the evaluation images each model classifies correctly (worst case, in %, mean over "
+             f"seeds), with its change against {'the untouched dense model' if v.fallback else 'the fine-tuned dense control'} "
+             "of the same seed in points: the part of a robustness "
+             "change that a change in clean accuracy does not explain. Descriptive only: each row counts over its own "
+             "correct images, so there is no paired test.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for vr in v.rows:
+        if not vr.correct:
+            continue
+        cells = []
+        for c in cols:
+            value, change = vr.correct.get(c, (None, None))
+            if value is None or change is None or change.mean is None:
+                cells.append("–")
+                continue
+            cells.append(f"{100 * value.mean:.1f} ({100 * change.mean:+.1f}; per seed "
+                         + ", ".join(f"{100 * d:+.1f}" for _, d in change.per_seed) + ")")
+        lines.append("| " + " | ".join([vr.row.architecture, _label(vr.row), f"{vr.row.sparsity:g}"] + cells) + " |")
+    return lines
 
 
 def _seconds(values: list[float]) -> str:
@@ -197,7 +188,7 @@ def board_markdown(b: Board) -> list[str]:
             cells = [r.architecture, _label(r), f"{r.sparsity:g}", r.unit or "–", _ratio(r, "params_ratio"), _ratio(r, "macs_ratio")]
             lines.append("| " + " | ".join(cells + a + d) + " |")
         lines += _by_attack(pruned, [c for c in cols if c[0] not in (WORST, WORST_LOWER)])
-        lines += _conditional([r for r in pruned if not r.is_control], [c for c in b.columns if c[0] == WORST], b.threat_model)
+        lines += _conditional(v)
     lines += _wall_times(rows, sorted({c[0] for c in cols if c[0] not in (WORST, WORST_LOWER)}))
     lines.append("")
     return lines
