@@ -6,6 +6,7 @@ site and its tests read the same view of a board.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import defaultdict
@@ -380,9 +381,7 @@ def view(board: Board, verdict: Any = None) -> BoardView:
         ))
         if not ref:
             for c in board.worst_columns:
-                def get(j: JobRecord, c: Column = c) -> float | None:
-                    return among_correct(j, c, board.threat_model)
-
+                get = functools.partial(among_correct, col=c, tm=board.threat_model)
                 change = paired(r, control, get)
                 if change.per_seed:
                     out[-1].correct[c] = (Estimate.of((get(j) for j in r.jobs), ACC), change)  # type: ignore[misc]
