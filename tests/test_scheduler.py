@@ -278,3 +278,19 @@ def test_local_ray_workers_run_at_the_drivers_priority(tmp_path: Path) -> None:
         finally:
             executor.shutdown()
     assert worker_niceness == os.nice(0)
+
+
+def test_each_stub_names_its_own_submission_when_run_in_the_driver() -> None:
+    from harness.api.errors import HarnessError
+    from harness.api.plugins import pruners
+    from harness.scheduling.stubs import register_stubs, unregister_stubs
+
+    names = register_stubs({"first_stub_filter": {"family": "filter"}, "second_stub_filter": {"family": "layer"}})
+    try:
+        assert names == ["first_stub_filter", "second_stub_filter"]
+        assert pruners.get("second_stub_filter").obj.family == "layer"
+        for name in names:
+            with pytest.raises(HarnessError, match=f"pruner '{name}' is a submission"):
+                pruners.get(name).obj().prune(None, 0.5, None)  # type: ignore[arg-type]
+    finally:
+        unregister_stubs(names)

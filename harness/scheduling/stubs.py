@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -22,11 +22,14 @@ def register_stubs(stubs: dict[str, dict[str, Any]]) -> list[str]:
         class Stub(Pruner):
             """Placeholder for a pruner whose code runs in worker processes only."""
 
+            # Bound per class: the loop variable `name` would name the last stub by the time prune() runs.
+            submission: ClassVar[str] = name
+
             def __init__(self, **params: Any) -> None:
                 super().__init__(**{k: v for k, v in params.items() if k in ("schedule", "steps", "global_ranking")})
 
             def prune(self, model: nn.Module, sparsity: float, ctx: PruneContext) -> nn.Module:
-                raise HarnessError(f"pruner {name!r} is a submission: it runs in worker processes only.")
+                raise HarnessError(f"pruner {self.submission!r} is a submission: it runs in worker processes only.")
 
         Stub.family = family
         Stub.__name__ = Stub.__qualname__ = f"Stub_{name}"
