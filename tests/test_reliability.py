@@ -139,6 +139,7 @@ COMMANDS = {
     "results": lambda db, tmp: ["results", "--db", str(db), "--format", "json"],
     "site": lambda db, tmp: ["site", "--db", str(db), "--site-dir", str(tmp / "site")],
     "report": lambda db, tmp: ["report", "--db", str(db)],
+    "db compare": lambda db, tmp: ["db", "compare", "a", "b", "--db", str(db)],
     "submit": lambda db, tmp: ["submit", str(Path(__file__).resolve().parent.parent / "examples" / "my_pruner.py"), "--db", str(db), "--site-dir", str(tmp / "site")],
 }
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from harness.api.errors import HarnessError
 
@@ -113,3 +114,46 @@ def forget_pending(
             s.execute(delete(Job).where(Job.id.in_(ids)))
     store.close()
     console.print(f"{db}: forgot {len(ids)} never-started jobs of run {run}", highlight=False, soft_wrap=True)
+
+
+@db_app.command()
+def compare(
+    key_a: Annotated[str, typer.Argument(help="Key (or a unique start of it) of job A.")],
+    key_b: Annotated[str, typer.Argument(help="Key (or a unique start of it) of job B, the reference.")],
+    db: Annotated[Path, typer.Option("--db", help="Results database holding job A (and B, without --db-b).")] = Path("results.db"),
+    db_b: Annotated[Path | None, typer.Option("--db-b", help="Results database holding job B, when it is another file.")] = None,
+) -> None:
+    """Compare two done jobs on the images both attacked: each accuracy, A's change against B, exact McNemar p."""
+    from harness.site.formatting import eps, pct, signed_pct
+    from harness.store.compare import compare_jobs, find_job
+    from harness.store.session import Store
+
+    try:
+        jobs = []
+        for key, path in ((key_a, db), (key_b, db_b or db)):
+            store = Store(path, readonly=True)
+            try:
+                with store.session() as s:
+                    jobs.append(find_job(s, key))
+            finally:
+                store.close()
+        rows, skipped = compare_jobs(*jobs)
+    except HarnessError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    a, b = jobs
+    for name, j in (("A", a), ("B", b)):
+        console.print(f"{name}: {j.key} {j.dataset}/{j.architecture}/{j.pruner_label}@{j.sparsity:g} seed {j.seed}", highlight=False)
+    table = Table("metric", "attack", "eps", "A %", "B %", "A - B (95 % CI)", "p", "A/B only", box=None)
+    for r in rows:
+        (metric, attack, e), t = r.metric, r.test
+        lo, hi = t.interval() or (None, None)
+        table.add_row(metric, attack or "-", eps(e) or "-", pct(r.a), pct(r.b), f"{signed_pct(t.delta)} ({signed_pct(lo)} to {signed_pct(hi)})",
+                      f"{t.p_value:.2g}", f"{t.gained} / {t.lost}")
+    console.print(table)
+    for (metric, _, e), at_a, at_b in skipped:
+        console.print(f"not compared: {metric} at {eps(e)}, a worst case over other attacks (A: {', '.join(at_a)}; B: {', '.join(at_b)})",
+                      highlight=False, soft_wrap=True)
+    # One pair of trained models: the test speaks for image sampling, not for training variation across seeds.
+    console.print(f"{rows[0].test.n_pairs} paired images. CI: Tango's score interval, points; p: exact McNemar; A/B only: images only A, or only B, "
+                  "gets right. One model each, so p and the CI speak for the images, not for training seeds.", highlight=False, soft_wrap=True)
