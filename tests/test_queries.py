@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 
 from harness.api.metrics import Metric
-from harness.store.queries import (
-    WORST,
-    baseline_index,
-    baseline_of,
-    job_records,
-    leaderboards,
-    result_rows,
-    status_counts,
-)
+from harness.store.boards import WORST, baseline_index, baseline_of, leaderboards
+from harness.store.queries import job_records, result_rows, status_counts
 from harness.store.session import Store
 from harness.store.statistics import Estimate, t_quantile
 

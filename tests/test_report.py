@@ -184,7 +184,7 @@ def _three_rows(store: Store) -> None:
 def test_bold_marks_only_the_changes_holm_keeps_as_the_verdict_counts(store: Store) -> None:
     """hrank's p = 0.031 is below 0.05 alone, but Holm over 3 rows asks p < 0.025 of the second smallest: not bold, not counted."""
     from harness.site.board import families, threat_models, view
-    from harness.store.queries import leaderboards
+    from harness.store.boards import leaderboards
 
     _three_rows(store)
     text = report(store)

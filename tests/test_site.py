@@ -287,7 +287,7 @@ def board_store(path: Path, seeds: int = 3, control: bool = True, outdated: str 
 def board_view(store: Store):  # type: ignore[no-untyped-def]
     from harness.site.board import families, threat_models, view
     from harness.site.report import verdict
-    from harness.store.queries import leaderboards
+    from harness.store.boards import leaderboards
 
     with store.session() as s:
         (board,) = leaderboards(s, families(), threat_models())
@@ -308,7 +308,7 @@ def test_rows_are_ranked_by_delta_against_the_finetuned_control(tmp_path: Path) 
 
 def test_ranking_column_is_where_the_reference_row_still_has_robustness() -> None:
     from harness.site.board import EpsInfo, key_column
-    from harness.store.queries import WORST, Board, BoardRow
+    from harness.store.boards import WORST, Board, BoardRow
     from harness.store.statistics import Estimate
 
     def board(ctl8: float) -> Board:

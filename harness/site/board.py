@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.api.plugins import architectures, attacks, pruners
-from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column, JobRecord, outcomes_of
+from harness.store.boards import WORST, WORST_LOWER, Board, BoardRow, Column, outcomes_of
+from harness.store.queries import JobRecord
 from harness.store.statistics import ACC, DELTA, Estimate, PairedTest, family_significant
 
 CONTROL = "dense_finetuned"  # the fine-tuned dense model: the reference row of every board where it ran

@@ -33,19 +33,9 @@ from harness.site.figures import (
 )
 from harness.site.formatting import slug
 from harness.site.public import scrub, source_label, source_link
+from harness.store.boards import RATIOS, WORST, baseline_index, leaderboards
 from harness.store.models import Base
-from harness.store.queries import (
-    RATIOS,
-    WORST,
-    JobRecord,
-    SubmissionRecord,
-    baseline_index,
-    job_records,
-    leaderboards,
-    result_rows,
-    status_counts,
-    submission_records,
-)
+from harness.store.queries import JobRecord, SubmissionRecord, job_records, result_rows, status_counts, submission_records
 from harness.store.session import Store
 
 TEMPLATES = TEMPLATES_DIR

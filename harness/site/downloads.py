@@ -11,7 +11,8 @@ from typing import Any
 
 from harness.api.files import atomic_write_text
 from harness.site.public import scrub
-from harness.store.queries import RATIOS, WORST, Board, JobRecord
+from harness.store.boards import RATIOS, WORST, Board
+from harness.store.queries import JobRecord
 from harness.store.statistics import Estimate, PairedTest
 
 CSV_FIELDS = ["job_key", "dataset", "architecture", "pruner", "sparsity", "seed", "metric", "attack", "eps", "value"]

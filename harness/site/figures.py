@@ -9,7 +9,7 @@ from typing import Any
 from harness.site import formatting as fmt
 from harness.site import plots
 from harness.site.board import BoardView, ViewRow
-from harness.store.queries import WORST, BoardRow
+from harness.store.boards import WORST, BoardRow
 from harness.store.statistics import MIN_SEEDS, Estimate
 
 

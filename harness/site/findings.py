@@ -20,7 +20,7 @@ from harness.site.board import (
     setups_of,
 )
 from harness.site.formatting import eps as eps_label
-from harness.store.queries import WORST, WORST_LOWER, Board, BoardRow, Column
+from harness.store.boards import WORST, WORST_LOWER, Board, BoardRow, Column
 from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, PairedTest, holm
 
 # A dense model this far under its published accuracy is a reduced-budget model: its rows are marked as such.

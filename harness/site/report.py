@@ -16,15 +16,8 @@ from harness.site.findings import (
     verdict_grid,
 )
 from harness.site.formatting import eps as _eps
-from harness.store.queries import (
-    WORST,
-    WORST_LOWER,
-    Board,
-    BoardRow,
-    Column,
-    leaderboards,
-    status_by_grid,
-)
+from harness.store.boards import WORST, WORST_LOWER, Board, BoardRow, Column, leaderboards
+from harness.store.queries import status_by_grid
 from harness.store.session import Store
 from harness.store.statistics import MIN_SEEDS, SIGNIFICANCE, Estimate, PairedTest, family_significant
 

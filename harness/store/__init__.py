@@ -1,4 +1,4 @@
-"""Results store: SQLAlchemy 2.0 models over SQLite, the queries everything else reads through, their statistics."""
+"""Results store: SQLAlchemy 2.0 models over SQLite, the queries and leaderboards everything else reads through, their statistics."""
 
 from harness.store.models import Base, Job, JobStatus, Result, Run
 from harness.store.session import Store
