@@ -62,6 +62,11 @@ def test_compare_pairs_the_outcomes_image_by_image(tmp_path: Path) -> None:
     assert (aa.test.gained, aa.test.lost, aa.test.p_value) == (6, 0, 2 / 64)
     assert abs(aa.test.delta - 0.3) < 1e-6 and aa.test.interval()[0] > 0  # type: ignore[index]
     assert ("worst_case_acc", "linf", E1) in got and not skipped
+    # The command prints the same numbers, one line per row even through a pipe (CliRunner is one), for scripts.
+    res = CliRunner().invoke(app, ["db", "compare", "aaaa", "bbbb2", "--db", str(db_a), "--db-b", str(db_b)], env={"COLUMNS": "60"})
+    rows = [ln.split() for ln in res.output.splitlines() if ln.split()[:2] == ["robust_acc", "autoattack"]]
+    assert res.exit_code == 0 and len(rows) == 1, res.output
+    assert rows[0][3:6] == ["50.0", "20.0", "+30.0"] and "to" in rows[0] and rows[0][-4:] == ["0.031", "6", "/", "0"], res.output
 
 
 def test_a_worst_case_over_other_attacks_is_not_compared(tmp_path: Path) -> None:

@@ -150,7 +150,8 @@ def compare(
         lo, hi = t.interval() or (None, None)
         table.add_row(metric, attack or "-", eps(e) or "-", pct(r.a), pct(r.b), f"{signed_pct(t.delta)} ({signed_pct(lo)} to {signed_pct(hi)})",
                       f"{t.p_value:.2g}", f"{t.gained} / {t.lost}")
-    console.print(table)
+    # Piped, rich assumes 80 columns and wraps rows; scripts reading the table need one line per row.
+    (console if console.is_terminal else Console(width=160)).print(table)
     for (metric, _, e), at_a, at_b in skipped:
         console.print(f"not compared: {metric} at {eps(e)}, a worst case over other attacks (A: {', '.join(at_a)}; B: {', '.join(at_b)})",
                       highlight=False, soft_wrap=True)
