@@ -31,7 +31,7 @@ def find_job(s: Session, key: str) -> JobRecord:
     keys = list(s.scalars(select(Job.key).where(Job.key.startswith(key, autoescape=True))))
     if len(keys) != 1:
         what = "no job" if not keys else f"{len(keys)} jobs ({', '.join(sorted(keys)[:3])}, ...)"
-        raise HarnessError(f"{what} with a key starting {key!r}; `harness status` and the site's job pages list the keys.")
+        raise HarnessError(f"{what} with a key starting {key!r}; `harness results` and the site's job pages list the keys.")
     records = job_records(s, keys)
     if not records:
         raise HarnessError(f"job {keys[0]} is not done; only finished jobs have outcomes to compare.")
