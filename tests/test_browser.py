@@ -18,7 +18,7 @@ import pytest
 from harness.site.build import build_site
 from harness.site.formatting import slug
 from harness.store.session import Store
-from tests.test_queries import add_job, linf
+from tests.test_boards import add_job, linf
 from tests.test_site import board_store
 
 pytestmark = pytest.mark.browser

@@ -11,7 +11,7 @@ from harness.api.metrics import Metric, pack_outcomes
 from harness.cli.main import app
 from harness.store.compare import compare_jobs, find_job
 from harness.store.session import Store
-from tests.test_queries import add_job, job_params
+from tests.test_boards import add_job, job_params
 
 E1 = 1 / 255
 

@@ -22,7 +22,7 @@ from harness.site.report import report
 from harness.store.boards import WORST, leaderboards
 from harness.store.queries import job_records
 from harness.store.session import Store
-from tests.test_queries import add_job
+from tests.test_boards import add_job
 from tests.test_site import CONTROL_PROV, E1, E8, aa, aa_params, board_store, board_view
 
 

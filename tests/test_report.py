@@ -17,7 +17,7 @@ from harness.evaluation.protocol import accuracy_metric
 from harness.site.report import report
 from harness.store.session import Store
 from harness.store.statistics import ACC, Estimate, binomial_two_sided, paired_test
-from tests.test_queries import add_job, job_params
+from tests.test_boards import add_job, job_params
 
 EPS = 8 / 255
 N = 100

@@ -25,7 +25,7 @@ from harness.site.formatting import slug
 from harness.store.models import Base
 from harness.store.queries import job_records
 from harness.store.session import Store
-from tests.test_queries import add_job, linf
+from tests.test_boards import add_job, linf
 
 EVIL = "<script>alert(1)</script>"
 EVIL_DOC = '<b>bold</b><img src=x onerror="alert(2)">'
@@ -235,7 +235,7 @@ E1, E8 = 1 / 255, 8 / 255
 
 def aa_params(seed: int, pruner: str, sparsity: float) -> dict[str, object]:
     """Parameters of a job attacked by FGSM at 1/255 and 8/255 and by AutoAttack at 8/255 only."""
-    from tests.test_queries import job_params
+    from tests.test_boards import job_params
 
     p = job_params("cifar10", "resnet20", seed, pruner, sparsity, n_examples=300)
     p["attacks"] = [{"name": "fgsm", "eps": [E1, E8], "params": {}}, {"name": "autoattack", "eps": [E8], "params": {}}]

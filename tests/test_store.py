@@ -154,7 +154,7 @@ def test_forget_pending_drops_only_never_started_jobs_of_that_run(tmp_path: Path
     from typer.testing import CliRunner
 
     from harness.cli import app
-    from tests.test_queries import add_job, job_params, linf
+    from tests.test_boards import add_job, job_params, linf
 
     db = tmp_path / "r.db"
     store = Store(db)

@@ -1,4 +1,4 @@
-"""Golden tests for the queries behind the site: a hand-made store -> expected boards, rows, ranks and intervals."""
+"""Golden tests for the leaderboards behind the site: a hand-made store -> expected boards, rows, ranks and intervals."""
 
 from __future__ import annotations
 
