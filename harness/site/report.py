@@ -16,6 +16,7 @@ from harness.site.findings import (
     verdict_grid,
 )
 from harness.site.formatting import eps as _eps
+from harness.site.formatting import pct, signed_pct
 from harness.store.boards import WORST, WORST_LOWER, Board, BoardRow, Column, leaderboards
 from harness.store.queries import status_by_grid
 from harness.store.session import Store
@@ -109,8 +110,7 @@ def _conditional(v: BoardView) -> list[str]:
             if value is None or change is None or change.mean is None:
                 cells.append("–")
                 continue
-            cells.append(f"{100 * value.mean:.1f} ({100 * change.mean:+.1f}; per seed "
-                         + ", ".join(f"{100 * d:+.1f}" for _, d in change.per_seed) + ")")
+            cells.append(f"{pct(value.mean)} ({signed_pct(change.mean)}; per seed " + ", ".join(signed_pct(d) for _, d in change.per_seed) + ")")
         lines.append("| " + " | ".join([vr.row.architecture, _label(vr.row), f"{vr.row.sparsity:g}"] + cells) + " |")
     return lines
 

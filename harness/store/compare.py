@@ -61,9 +61,10 @@ def compare_jobs(a: JobRecord, b: JobRecord) -> tuple[list[Comparison], list[tup
     out: list[Comparison] = []
     skipped: list[tuple[MetricKey, list[str], list[str]]] = []  # worst cases over other attacks: (key, A's, B's)
     for mk in sorted(set(a.outcomes) & set(b.outcomes), key=lambda k: (ACCURACIES.index(k[0]) if k[0] in ACCURACIES else 9, k[1], k[2] or 0.0)):
-        if mk[0].startswith("worst_case") and attacks_at(a, mk[2]) != attacks_at(b, mk[2]):
+        at_a, at_b = (attacks_at(a, mk[2]), attacks_at(b, mk[2])) if mk[0].startswith("worst_case") else ([], [])
+        if at_a != at_b:
             # A worst case over other attacks is another measurement: comparing it would credit the weaker attack set.
-            skipped.append((mk, attacks_at(a, mk[2]), attacks_at(b, mk[2])))
+            skipped.append((mk, at_a, at_b))
             continue
         oa, ob = a.outcomes[mk], b.outcomes[mk]
         va, vb = a.metrics.get(mk), b.metrics.get(mk)
