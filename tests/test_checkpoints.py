@@ -42,9 +42,9 @@ def _fresh(digits: ImageData, seed: int) -> Normalized:
     return Normalized(architectures.get("small_cnn").obj(num_classes=10, in_channels=1), digits.mean, digits.std).eval()
 
 
-def _grid(checkpoint: str, seeds: list[int] = [0], pruners: list[str] = ["none"], **train: Any) -> list[JobSpec]:
+def _grid(checkpoint: str, seeds: tuple[int, ...] = (0,), pruners: tuple[str, ...] = ("none",), **train: Any) -> list[JobSpec]:
     raw = {
-        "datasets": ["digits"], "architectures": ["small_cnn"], "pruners": pruners, "sparsities": [0.5], "seeds": seeds,
+        "datasets": ["digits"], "architectures": ["small_cnn"], "pruners": list(pruners), "sparsities": [0.5], "seeds": list(seeds),
         "train": {"checkpoint": checkpoint, **train}, "finetune": {"epochs": 1, "batch_size": 64},
         "eval": {"n_examples": 40, "batch_size": 40, "measure_latency": False, "sanity_examples": 0, "reference": {"linf": ["fgsm"]}},
         "attacks": [{"name": "fgsm", "eps": [0.1]}],
