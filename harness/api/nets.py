@@ -12,6 +12,9 @@ from torch import Tensor, nn
 class Normalized(nn.Module):
     """Wraps a network so that it takes [0, 1] pixels: attacks then work in pixel space."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from harness.api.errors import RegistrationError, UnknownPluginError
 
@@ -86,7 +86,7 @@ class Registry(Generic[T]):
             )
         old = self._entries.get(name)
         source, sha = _source_of(obj)
-        if old is not None and old.obj is not obj and (old.source, old.obj.__qualname__) != (
+        if old is not None and old.obj is not obj and (old.source, cast(Any, old.obj).__qualname__) != (
             source,
             getattr(obj, "__qualname__", None),
         ):
@@ -127,7 +127,7 @@ class Registry(Generic[T]):
                 continue
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else None
             if isinstance(loaded, type) and ep.name not in self._entries:
-                self.register(ep.name, loaded, distribution=dist)
+                self.register(ep.name, cast(T, loaded), distribution=dist)
             for new in set(self._entries) - before:
                 e = self._entries[new]
                 self._entries[new] = Entry(e.name, e.kind, e.obj, e.description, e.source, e.sha256, dist, e.metadata)

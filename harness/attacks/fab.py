@@ -103,7 +103,8 @@ def fab_single_run(
     out_adv, out_res = adv.clone(), res2.clone()
     idx = torch.arange(bs, device=x.device)  # rows of out_* still in the batch
     policy = policy_for(x.device)
-    graph: _Graph | None = _Graph(model, x1)
+    graph: _Graph | None
+    graph = _Graph(model, x1)
     fix, fix_rows, fuse = None, None, policy.compacts
     backward_cost = 2 * (1 if la_t is not None else int(graph.logits.shape[-1]))
     for it in range(n_iter):

@@ -7,6 +7,7 @@ import hashlib
 import pickle
 import socket
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ Splits = tuple[Tensor, Tensor, Tensor, Tensor, list[str]]
 
 def read_idx(path: Path) -> np.ndarray:
     """An IDX array (optionally gzipped), as in the MNIST distribution files."""
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()  # type: ignore[operator]
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"{path} is not an unsigned-byte IDX file.")
     ndim = raw[3]
@@ -92,7 +93,7 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
         return im
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    im = im.resize((nw, nh), Image.BILINEAR)
+    im = im.resize((nw, nh), Image.BILINEAR)  # type: ignore[attr-defined]
     left, top = (nw - size) // 2, (nh - size) // 2
     return im.crop((left, top, left + size, top + size))
 
@@ -106,8 +107,8 @@ def _folder_split(root: Path, classes: list[str] | None, size: int | None) -> tu
         folder = root / name
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         for f in files:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
+            with Image.open(f) as src:
+                im = src.convert("RGB")
                 if size is not None:
                     im = resize_center_crop(im, size)
                 images.append(np.asarray(im, dtype=np.uint8))
@@ -170,7 +171,7 @@ def cached(cache_dir: Path | None, source: Path, tag: str, load: Callable[[], Sp
     stamp = f"{tag}:{source.resolve()}:{source.stat().st_mtime_ns}"
     path = cache_dir / "datasets" / f"{tag}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
-        return tuple(torch.load(path, weights_only=True).values())  # type: ignore[return-value]
+        return tuple(torch.load(path, weights_only=True).values())
     splits = load()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -187,7 +188,7 @@ def locate(candidates: list[Path], formats: list[Format], cache_dir: Path | None
     for cand in candidates:
         for _, present, load in formats:
             if present(cand):
-                return cached(cache_dir, cand, tag, lambda c=cand, f=load: f(c)), cand
+                return cached(cache_dir, cand, tag, partial(load, cand)), cand
     return None
 
 

@@ -96,7 +96,7 @@ def load_grid(grid: str) -> Grid:
     return parse_grid(raw, name=path.stem, path=str(path))
 
 
-def _section(raw: dict[str, Any], key: str, cls: type, where: str) -> Any:
+def _section(raw: dict[str, Any], key: str, cls: type[Any], where: str) -> Any:
     table = raw.get(key, {})
     allowed = cls.__dataclass_fields__
     for k in table:
@@ -197,7 +197,7 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
 
     pspecs = []
     for p in raw["pruners"]:
-        table = {"name": p} if isinstance(p, str) else dict(p) if isinstance(p, dict) else None
+        table: dict[str, Any] | None = {"name": p} if isinstance(p, str) else dict(p) if isinstance(p, dict) else None
         if table is None or not isinstance(table.get("name"), str):
             raise GridError(f"{where}: each 'pruners' entry must be a name or a table with a 'name'.")
         pname = table.pop("name")

@@ -22,7 +22,7 @@ from harness.api.errors import PruningError
 from harness.api.metrics import Metric
 from harness.api.nets import Normalized
 from harness.api.plugins import architectures, attacks, datasets, pruners
-from harness.api.pruner import PruneContext
+from harness.api.pruner import PruneContext, Pruner
 from harness.engine import published
 from harness.engine.artifacts import ArtifactCache
 from harness.engine.budget import finetune_epochs
@@ -149,7 +149,7 @@ def finetune_stage(model: nn.Module, job: JobSpec, data: ImageData, device: torc
     train(model, data, cfg, job.seed + FINETUNE_SEED + step, device, n_train=job.train.n_train, data_seed=job.seed)
 
 
-def check_sparsity(job: JobSpec, pruner: object, dense: nn.Module, model: nn.Module, requested: float | None = None) -> float:
+def check_sparsity(job: JobSpec, pruner: Pruner, dense: nn.Module, model: nn.Module, requested: float | None = None) -> float:
     """The achieved sparsity, measured by harness code; raises when it misses the request beyond rounding."""
     requested = job.sparsity if requested is None else requested
     # Measured by harness code, never by a method a submitted file could override.
@@ -208,7 +208,7 @@ def cost_metrics(dense: nn.Module, model: nn.Module, data: ImageData, device: to
     """Parameters, MACs, nonzeros, file size and latency of the model and its ratio to the dense one."""
     example = to_float(data.x_test[:1]).to(device)
     out: list[Metric] = []
-    pairs = {
+    pairs: dict[str, tuple[float, float]] = {
         "params": (count_params(model), count_params(dense)),
         "nonzero_params": (count_nonzero(model), count_nonzero(dense)),
         "macs": (count_macs(model, example), count_macs(dense, example)),

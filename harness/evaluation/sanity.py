@@ -209,7 +209,8 @@ def convergence(
     10x the steps, adaptive step size), read on the whole evaluation set at no extra cost. Elsewhere, the same PGD
     with 4x the steps and 5 restarts runs on the sanity subset.
     """
-    out, folds = [], {}
+    out: list[Metric] = []
+    folds: Folds = {}
     n_all = len(ev.clean_correct)
     for spec in specs:
         strong = stronger_attack(spec, seed)
@@ -266,7 +267,8 @@ def sanity_metrics(
             out.append(flag("unbounded_eps", unbounded_acc > UNBOUNDED_MAX_ACC, "pgd_linf" if tm == "linf" else "pgd_l2"))
             eps = probe_eps(ev, tm, sub)
             if not has_black_box and eps is not None:
-                square = attacks.get("square").obj(norm=tm, n_queries=SQUARE_QUERIES, seed=seed)
+                make_square: Callable[..., Attack] = attacks.get("square").obj  # the plugin's own keywords, not the base class's
+                square = make_square(norm=tm, n_queries=SQUARE_QUERIES, seed=seed)
                 sq = _probe(square, model, xs, ys, eps, device, bs)
                 wb = white_box_correct(ev, tm, eps)[sub]  # type: ignore[index]
                 probe_masked = acc(sq) < acc(wb) - slack(n)

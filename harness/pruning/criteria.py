@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -129,7 +129,7 @@ class BNScaleImportance(GroupImportance):
 
     def __call__(self, group: Any) -> Tensor:
         """Sum of |gamma| over the BatchNorms that carry each channel."""
-        total = scatter_to_root(group, lambda m, idxs: m.weight.detach()[idxs].abs(), nn.BatchNorm2d)
+        total = scatter_to_root(group, lambda m, idxs: cast(Tensor, m.weight).detach()[idxs].abs(), nn.BatchNorm2d)
         if total is None:
             raise PruningError("bn_scale needs a BatchNorm2d after every pruned conv; this group has none; use l1_filter for such networks.")
         return total
@@ -179,10 +179,11 @@ class TaylorImportance(GroupImportance):
 def _gate_gradient(m: nn.Module) -> Tensor:
     """dL/dgate for a unit gate on each output channel of `m`, from the gradients of its parameters."""
     if isinstance(m, nn.BatchNorm2d):
-        g = m.weight * m.weight.grad
+        g = m.weight * cast(Tensor, m.weight.grad)
         return (g + m.bias * m.bias.grad) if m.bias is not None and m.bias.grad is not None else g
-    g = (m.weight * m.weight.grad).flatten(1).sum(1)
-    return g + m.bias * m.bias.grad if getattr(m, "bias", None) is not None and m.bias.grad is not None else g
+    weight, bias = cast(Tensor, m.weight), cast("Tensor | None", getattr(m, "bias", None))
+    g = (weight * cast(Tensor, weight.grad)).flatten(1).sum(1)
+    return g + bias * bias.grad if bias is not None and bias.grad is not None else g
 
 
 class KLImportance(GroupImportance):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch_pruning as tp
@@ -188,7 +188,7 @@ class FilterScoreImportance(GroupImportance):
         def per_layer(layer: nn.Module, idxs: list[int]) -> Tensor | None:
             if is_depthwise(layer):
                 return None
-            return self.score(layer.weight.detach()[idxs])
+            return self.score(cast(Tensor, layer.weight).detach()[idxs])
 
         total = scatter_to_root(group, per_layer, nn.Conv2d)
         return total if total is not None else torch.zeros(group_size(group))

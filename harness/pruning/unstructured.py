@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +14,7 @@ from harness.api.pruner import PruneContext, Pruner, check_sparsity_range
 from harness.pruning.ranking import mask_lowest
 
 
-def prunable_weights(net: nn.Module) -> list[nn.Module]:
+def prunable_weights(net: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     """Layers whose weights count toward unstructured sparsity: every Conv2d and Linear (biases and BN stay)."""
     return [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
@@ -22,7 +22,7 @@ def prunable_weights(net: nn.Module) -> list[nn.Module]:
 def _set_mask(module: nn.Module, mask: Tensor) -> None:
     """Install or replace the weight mask (torch.nn.utils.prune keeps weight = weight_orig * weight_mask)."""
     if torch_prune.is_pruned(module) and hasattr(module, "weight_mask"):
-        module.weight_mask.copy_(mask)
+        cast(Tensor, module.weight_mask).copy_(mask)
     else:
         torch_prune.custom_from_mask(module, "weight", mask)
 

@@ -13,11 +13,13 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from sqlalchemy import UniqueConstraint
 
 from harness.api.config import PROTOCOL_VERSION
 from harness.api.files import atomic_write_bytes
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, pruners
+from harness.api.registry import Registry
 from harness.api.toml_out import toml_value
 from harness.site import findings, report
 from harness.site import formatting as fmt
@@ -153,7 +155,8 @@ class PluginInfo:
 def _plugin_info(
     kind: str, name: str, jobs: list[JobRecord], family: str = "", repo_url: str | None = None, submitted: SubmissionRecord | None = None
 ) -> PluginInfo:
-    reg = {"pruner": pruners, "architecture": architectures}[kind]
+    registries: dict[str, Registry[Any]] = {"pruner": pruners, "architecture": architectures}
+    reg = registries[kind]
     recorded: dict[str, int] = defaultdict(int)
     prov: dict[str, Any] = {}
     commit = None
@@ -189,7 +192,7 @@ def _schema() -> list[dict[str, Any]]:
             fk = ", ".join(f"{f.column.table.name}.{f.column.name}" for f in c.foreign_keys)
             cols.append({"name": c.name, "type": str(c.type), "nullable": c.nullable, "pk": c.primary_key, "fk": fk, "doc": c.comment or ""})
         # Sorted: a table's constraints are a set, so their order would change from one process to the next.
-        uniques = sorted(", ".join(col.name for col in con.columns) for con in t.constraints if con.__class__.__name__ == "UniqueConstraint")
+        uniques = sorted(", ".join(col.name for col in con.columns) for con in t.constraints if isinstance(con, UniqueConstraint))
         tables.append({"name": t.name, "columns": cols, "unique": uniques})
     return tables
 
@@ -274,8 +277,8 @@ def build_site(store: Store, out: Path, repo_url: str | None = None, stages: dic
                 if not keep:
                     continue
                 if kind == "pruner":
-                    archs = {r.row.architecture for r in keep}
-                    shown = [r for r in v.rows if r.reference and r.row.architecture in archs] + keep
+                    kept_archs = {r.row.architecture for r in keep}
+                    shown = [r for r in v.rows if r.reference and r.row.architecture in kept_archs] + keep
                     fig = board_figures(v, style, shown)
                     if len({r.row.sparsity for r in keep}) > 1:
                         fig = sparsity_charts(v, style, shown) + fig
@@ -311,4 +314,4 @@ def _baseline(job: JobRecord, index: dict[str, list[JobRecord]]) -> JobRecord | 
     candidates = index.get(job.dense_key, [])
     ev, at = job.params.get("eval"), job.params.get("attacks")
     same = [c for c in candidates if c.params.get("eval") == ev and c.params.get("attacks") == at]
-    return (same or candidates or [None])[0]
+    return next(iter(same or candidates), None)

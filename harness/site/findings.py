@@ -200,8 +200,9 @@ def largest_gain(rows: Iterable[BoardRow], col: Column) -> tuple[float, BoardRow
         return None
     k = len(tests)
     # A two-sided interval at 1 - 2a/k has a one-sided upper bound at level a/k.
-    bounds = [(t.interval(1 - 2 * SIGNIFICANCE / k), r) for r, t in tests]
-    (_, upper), row = max(bounds, key=lambda b: b[0][1])  # type: ignore[index]
+    # Never None here: `tests` holds only rows with paired outcomes and a p-value.
+    bounds = [(iv, r) for r, t in tests if (iv := t.interval(1 - 2 * SIGNIFICANCE / k)) is not None]
+    (_, upper), row = max(bounds, key=lambda b: b[0][1])
     return upper, row, k
 
 

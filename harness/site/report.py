@@ -37,9 +37,9 @@ def _pct(e: Estimate | None) -> str:
 
 
 def _col(c: Column | str) -> str:
-    if c == "clean":
-        return "clean"
-    name, eps = c  # type: ignore[misc]
+    if isinstance(c, str):  # "clean", the only column that is not (attack, eps)
+        return c
+    name, eps = c
     return f"{name} {_eps(eps)}"
 
 

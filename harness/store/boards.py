@@ -165,9 +165,9 @@ def _job_columns(job: JobRecord, threat_models: dict[str, str]) -> dict[str, dic
 
 def outcomes_of(job: JobRecord, col: Column | str, tm: str) -> np.ndarray | None:
     """The per-example outcomes behind a board column of a job ("clean" = clean accuracy on the evaluation images)."""
-    if col == "clean":
+    if isinstance(col, str):  # "clean", the only column that is not (attack, eps)
         return job.outcomes.get(("clean_acc_eval", "", None))
-    name, eps = col  # type: ignore[misc]
+    name, eps = col
     if name == WORST:
         return job.outcomes.get((WORST_METRIC, tm, eps))
     if name == WORST_LOWER:
@@ -188,7 +188,7 @@ def control_of(job: JobRecord, index: dict[tuple[str, str], list[JobRecord]]) ->
     """The control `job` is compared against: same trained model, same fine-tuning, preferably evaluated identically."""
     candidates = index.get((job.dense_key, job.finetune_setup), [])
     same_eval = [c for c in candidates if c.eval_setup == job.eval_setup]
-    return (same_eval or candidates or [None])[0]
+    return next(iter(same_eval or candidates), None)
 
 
 def compare(members: list[tuple[JobRecord, dict[Column, float]]], reference: Callable[[JobRecord], JobRecord | None], threat_models: dict[str, str], tm: str) -> dict[Column | str, PairedTest]:
@@ -224,7 +224,7 @@ def baseline_of(job: JobRecord, index: dict[str, list[JobRecord]]) -> JobRecord 
     """The dense job `job` is compared against: same trained model, preferably evaluated identically."""
     candidates = index.get(job.dense_key, [])
     same_eval = [c for c in candidates if c.eval_setup == job.eval_setup]
-    return (same_eval or candidates or [None])[0]
+    return next(iter(same_eval or candidates), None)
 
 
 def _family(job: JobRecord, families: dict[str, str]) -> str:

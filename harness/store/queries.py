@@ -143,7 +143,9 @@ def job_records(s: Session, keys: Iterable[str] | None = None) -> list[JobRecord
         q = q.where(Job.key.in_(list(keys)))
     by_id: dict[int, JobRecord] = {}
     for row in s.execute(q.order_by(Job.dataset, Job.architecture, Job.pruner_label, Job.sparsity, Job.seed, Job.key)):
-        by_id[row[0]] = JobRecord(*row[1:16], row[16] or "")
+        record = JobRecord(*row[1:16])  # the grid by assignment: mypy cannot count the fields of a 17-column Row
+        record.grid = row[16] or ""
+        by_id[row[0]] = record
     # Plain column tuples, not ORM objects: a large store has hundreds of thousands of result rows.
     rq = select(Result.job_id, Result.metric, Result.attack, Result.eps, Result.value)
     if keys is not None:

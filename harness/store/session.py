@@ -10,11 +10,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -141,12 +141,12 @@ class Store:
             if job.status is JobStatus.running and not _abandoned(job, now, stale_after):
                 return False
             # Compare-and-swap on the state we read: SQLite serialises writers, so only one claimant wins.
-            res = s.execute(
+            res = cast("CursorResult[Any]", s.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts)
                 .values(status=JobStatus.running, run_id=run_id, owner=owner, started_at=now, heartbeat_at=now,
                         error=None, finished_at=None, attempts=job.attempts + 1)
-            )
+            ))
             return res.rowcount == 1
 
     def claim(self, key: str, run_id: int, fields: dict[str, Any], owner: str = "") -> None:

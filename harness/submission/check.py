@@ -28,6 +28,7 @@ from harness.api.errors import RegistrationError
 from harness.api.nets import Normalized
 from harness.api.plugins import REGISTRIES, architectures, datasets, pruners
 from harness.api.pruner import PruneContext, Pruner
+from harness.engine.trust import trusted_class
 from harness.scheduling.isolation import (
     die_with_parent,
     enter_sandbox,
@@ -176,11 +177,6 @@ def metadata(name: str) -> dict[str, Any]:
     return out
 
 
-def harness_base(cls: type) -> type:
-    """The nearest class in the MRO that the harness defines: its sparsity measure is the one trusted."""
-    return next(c for c in cls.__mro__ if c.__module__.startswith("harness.") and issubclass(c, Pruner))
-
-
 def _dry_model(family: str, seed: int) -> nn.Module:
     """A freshly initialised tiny real network for 8x8 one-channel digits, wrapped like the pipeline wraps it."""
     data = datasets.get("digits").obj()
@@ -249,7 +245,7 @@ def dry_run(name: str, limits: CheckLimits, path: str) -> dict[str, Any]:
     if out1.shape != ref.shape:
         raise CheckFailed("shape", f"changes the output shape: dense {tuple(ref.shape)}, pruned {tuple(out1.shape)}; a pruner must keep the classifier's outputs")
     # Measured with the harness's own base class, so an overridden achieved_sparsity cannot report a made-up number.
-    base = harness_base(cls)
+    base = trusted_class(cls)
     probe = cls()
     achieved = float(base.achieved_sparsity(probe, dense, first))
     tol = float(base.tolerance(probe, dense))
