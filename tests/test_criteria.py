@@ -11,6 +11,7 @@ from torch import nn
 
 from harness.api.config import TrainConfig
 from harness.api.data import ImageData, to_float
+from harness.api.errors import PruningError
 from harness.api.nets import Normalized, inner
 from harness.api.plugins import architectures, pruners
 from harness.api.pruner import PruneContext
@@ -94,6 +95,32 @@ def test_data_driven_criteria_remove_a_dead_channel(name: str, digits: ImageData
     bn = inner(model)[1]
     bn.weight.data[3], bn.bias.data[3] = 0.0, -1.0
     assert prune_first_layer(name, model, digits) == [0, 1, 2, 4]
+
+
+@pytest.mark.parametrize("name", ["l1_filter", "taylor", "hrank"])
+def test_a_frozen_network_is_pruned_as_a_trainable_one_and_stays_frozen(name: str, digits: ImageData) -> None:
+    """Freezing parameters (as for a fine-tuned backbone) must change neither what is pruned nor the freeze."""
+    model = two_conv_net()
+    set_filters(model, [0.1, 1.0, 2.0, 3.0, 4.0])
+    bn = inner(model)[1]
+    bn.weight.data[3], bn.bias.data[3] = 0.0, -1.0
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    inner(frozen)[3].weight.requires_grad_(True)  # one layer left trainable: its flag must survive too
+    assert prune_first_layer(name, frozen, digits) == prune_first_layer(name, model, digits)
+    assert len(inner(frozen)[0].weight) == 4
+    assert [n for n, p in frozen.named_parameters() if p.requires_grad] == ["net.3.weight"]
+    assert all(p.grad is None for p in frozen.parameters())
+
+
+def test_taylor_names_the_non_affine_batchnorm_it_cannot_read(digits: ImageData) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 5, 3, padding=1, bias=False), nn.BatchNorm2d(5, affine=False), nn.ReLU(),
+        nn.Conv2d(5, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10),
+    )
+    with pytest.raises(PruningError, match=r"affine=False.*use l1_filter"):
+        prune_first_layer("taylor", Normalized(net, (0.5,), (0.25,)).eval(), digits)
 
 
 def test_vip_matches_its_definition() -> None:

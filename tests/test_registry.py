@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 from torch import Tensor, nn
 
@@ -59,6 +61,26 @@ def test_decorator_forms_and_duplicates() -> None:
 
     with pytest.raises(RegistrationError, match="already registered"):
         reg.register("named", Clash)
+
+
+def test_registry_tells_objects_without_a_name_apart_and_allows_a_reloaded_class() -> None:
+    """Datasets may be registered as instances: a second one under a taken name is a clash, not an AttributeError."""
+    reg: Registry = Registry("dataset")
+    reg._discovered = True
+    first, second = functools.partial(int, "1"), functools.partial(int, "2")
+    reg.register("numbers", first)
+    reg.register("numbers", first)  # the same object again is fine
+    with pytest.raises(RegistrationError, match="already registered"):
+        reg.register("numbers", second)
+
+    def make() -> type:
+        class Reloaded:
+            """R."""
+        return Reloaded
+
+    reg.register("reloaded", make())
+    reg.register("reloaded", make())  # same source and qualified name: a re-imported module
+    assert reg.get("numbers").obj is first
 
 
 def test_registry_rejects_wrong_base_and_bad_names() -> None:

@@ -86,10 +86,9 @@ class Registry(Generic[T]):
             )
         old = self._entries.get(name)
         source, sha = _source_of(obj)
-        if old is not None and old.obj is not obj and (old.source, cast(Any, old.obj).__qualname__) != (
-            source,
-            getattr(obj, "__qualname__", None),
-        ):
+        # The same class re-imported (a reloaded module) re-registers; objects without a name only by identity.
+        old_name = getattr(old.obj, "__qualname__", None) if old is not None else None
+        if old is not None and old.obj is not obj and (old_name is None or (old.source, old_name) != (source, getattr(obj, "__qualname__", None))):
             raise RegistrationError(
                 f"{self.kind} {name!r} is already registered by {old.source}; pick another name."
             )

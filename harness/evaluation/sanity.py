@@ -89,6 +89,13 @@ def white_box_correct(ev: Evaluation, threat: str, eps: float) -> Tensor | None:
     return out
 
 
+def _ran(mask: Tensor | None) -> Tensor:
+    """A white-box mask at an eps chosen among those where white-box attacks ran (so never None)."""
+    if mask is None:
+        raise AssertionError("no white-box attack ran at an eps chosen among those where one did")
+    return mask
+
+
 def masking_from_grid(ev: Evaluation) -> bool | None:
     """Did a black-box attack in the grid beat every white-box attack (beyond TOL)? None if not comparable."""
     verdicts = []
@@ -106,7 +113,7 @@ def probe_eps(ev: Evaluation, threat: str, sub: Tensor) -> float | None:
     eps_list = sorted({e for (n, e) in ev.robust if ev.threat[n] == threat and ev.white_box[n] and e > 0})
     if not eps_list:
         return None
-    scored = [(abs(acc(white_box_correct(ev, threat, e)[sub]) - 0.5), -e) for e in eps_list]  # type: ignore[index]
+    scored = [(abs(acc(_ran(white_box_correct(ev, threat, e))[sub]) - 0.5), -e) for e in eps_list]
     return -min(scored)[1]
 
 
@@ -270,7 +277,7 @@ def sanity_metrics(
                 make_square: Callable[..., Attack] = attacks.get("square").obj  # the plugin's own keywords, not the base class's
                 square = make_square(norm=tm, n_queries=SQUARE_QUERIES, seed=seed)
                 sq = _probe(square, model, xs, ys, eps, device, bs)
-                wb = white_box_correct(ev, tm, eps)[sub]  # type: ignore[index]
+                wb = _ran(white_box_correct(ev, tm, eps))[sub]
                 probe_masked = acc(sq) < acc(wb) - slack(n)
                 masked = probe_masked if masked is None else masked or probe_masked
         conv, folds = convergence(model, xs, ys, sub, ev, specs, device, bs, seed)

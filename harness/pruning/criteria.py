@@ -179,6 +179,8 @@ class TaylorImportance(GroupImportance):
 def _gate_gradient(m: nn.Module) -> Tensor:
     """dL/dgate for a unit gate on each output channel of `m`, from the gradients of its parameters."""
     if isinstance(m, nn.BatchNorm2d):
+        if m.weight is None:
+            raise PruningError("taylor reads the gate gradient from BatchNorm's affine parameters, and this network has BatchNorm2d(affine=False); use l1_filter or hrank for it.")
         g = m.weight * cast(Tensor, m.weight.grad)
         return (g + m.bias * m.bias.grad) if m.bias is not None and m.bias.grad is not None else g
     weight, bias = cast(Tensor, m.weight), cast("Tensor | None", getattr(m, "bias", None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, cast
 
 import torch
@@ -105,34 +106,50 @@ class FilterPruner(Pruner):
         initial: dict[nn.Module, int] = {}  # root layer -> channels before pruning (group quotas use it)
         total_filters = filter_counts(net)
         for step, target in enumerate(self.step_targets(sparsity)):
-            torch.manual_seed(ctx.seed + step)
-            graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
-            groups = [g for g in graph.get_all_groups(ignored_layers=self.ignored_layers(net), root_module_types=[nn.Conv2d, nn.Linear]) if filters_per_channel(g) > 0]
-            for g in groups:
-                initial.setdefault(g[0].dep.target.module, group_size(g))
-            model.eval()
-            # The first step scores the dense model itself: the same for every sparsity a MACs match tries.
-            memo_key = f"{type(self).__qualname__}/scores/step0"
-            cached = ctx.memo.get(memo_key) if step == 0 else None
-            if cached is not None and len(cached) == len(groups):
-                scores = [_checked(s, g, type(self).__name__) for s, g in zip(cached, groups)]
-            else:
-                importance = importance or self.importance(model, ctx)
-                importance.prepare(model, ctx, groups)
-                scores = [_checked(importance(g), g, type(self).__name__) for g in groups]
-                if step == 0:
-                    ctx.memo[memo_key] = scores
-            if self.global_ranking:
-                plan = _global_plan(groups, scores, round(target * total_filters) - (total_filters - filter_counts(net)))
-            else:
-                plan = _local_plan(groups, scores, initial, target)
-            for g, idxs in plan:
-                if idxs:
-                    root = g[0].dep.target.module
-                    graph.get_pruning_group(root, g[0].dep.handler, sorted(idxs)).prune()
+            # torch-pruning traces the graph through autograd and gives pruned layers new Parameters: a frozen
+            # network would trace empty and prune nothing, so every parameter is trainable here and restored after.
+            with _all_trainable(net):
+                torch.manual_seed(ctx.seed + step)
+                graph = tp.DependencyGraph().build_dependency(net, example_inputs=example)
+                groups = [g for g in graph.get_all_groups(ignored_layers=self.ignored_layers(net), root_module_types=[nn.Conv2d, nn.Linear]) if filters_per_channel(g) > 0]
+                for g in groups:
+                    initial.setdefault(g[0].dep.target.module, group_size(g))
+                model.eval()
+                # The first step scores the dense model itself: the same for every sparsity a MACs match tries.
+                memo_key = f"{type(self).__qualname__}/scores/step0"
+                cached = ctx.memo.get(memo_key) if step == 0 else None
+                if cached is not None and len(cached) == len(groups):
+                    scores = [_checked(s, g, type(self).__name__) for s, g in zip(cached, groups)]
+                else:
+                    importance = importance or self.importance(model, ctx)
+                    importance.prepare(model, ctx, groups)
+                    scores = [_checked(importance(g), g, type(self).__name__) for g in groups]
+                    if step == 0:
+                        ctx.memo[memo_key] = scores
+                if self.global_ranking:
+                    plan = _global_plan(groups, scores, round(target * total_filters) - (total_filters - filter_counts(net)))
+                else:
+                    plan = _local_plan(groups, scores, initial, target)
+                for g, idxs in plan:
+                    if idxs:
+                        root = g[0].dep.target.module
+                        graph.get_pruning_group(root, g[0].dep.handler, sorted(idxs)).prune()
             if ctx.fine_tune is not None and step < self.steps - 1:
                 ctx.fine_tune(model, step)
         return model
+
+
+@contextmanager
+def _all_trainable(net: nn.Module) -> Iterator[None]:
+    """Every parameter of `net` requires grad inside; those frozen before, looked up by name, are frozen again after."""
+    frozen = {name for name, p in net.named_parameters() if not p.requires_grad}
+    net.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for name, p in net.named_parameters():
+            if name in frozen:
+                p.requires_grad_(False)
 
 
 def _checked(scores: Tensor | None, group: Any, who: str) -> Tensor:
