@@ -5,6 +5,7 @@ Free of TOML and of the plugin registries: `harness.engine.grid` parses files in
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Any
@@ -43,6 +44,18 @@ KEYED_WHEN_SET = {
 ADV_KEYS = ("adv_eps", "adv_steps", "adv_step_size", "trades_beta")
 
 
+def _check_int(where: str, key: str, value: Any, least: int) -> None:
+    """GridError unless `value` is an integer (not a bool) >= `least`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise GridError(f"{where}: {key} must be an integer >= {least}, got {value!r}.")
+
+
+def _check_number(where: str, key: str, value: Any, least: float, above: bool = False) -> None:
+    """GridError unless `value` is a number (not a bool) >= `least`, or > `least` with `above`."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < least or (above and value == least):
+        raise GridError(f"{where}: {key} must be a number {'>' if above else '>='} {least:g}, got {value!r}.")
+
+
 @dataclass(frozen=True)
 class SGDConfig:
     """What every training stage shares: SGD with momentum, a learning-rate schedule over `epochs`."""
@@ -62,9 +75,12 @@ class SGDConfig:
             raise GridError(f"{where}: unknown precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}.")
         if self.schedule not in SCHEDULES:
             raise GridError(f"{where}: unknown schedule {self.schedule!r}; accepted: {', '.join(SCHEDULES)}.")
-        w = self.warmup_epochs
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
-            raise GridError(f"{where}: warmup_epochs must be a number >= 0, got {w!r}.")
+        _check_number(where, "warmup_epochs", self.warmup_epochs, 0.0)
+        _check_int(where, "epochs", self.epochs, 0)
+        _check_int(where, "batch_size", self.batch_size, 1)
+        _check_number(where, "lr", self.lr, 0.0, above=True)
+        _check_number(where, "momentum", self.momentum, 0.0)
+        _check_number(where, "weight_decay", self.weight_decay, 0.0)
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,9 @@ class TrainConfig(SGDConfig):
                 object.__setattr__(self, key, parse_eps(value, f"{where} {key}"))  # '8/255' -> 0.0313...
         if not isinstance(self.adv_steps, int) or isinstance(self.adv_steps, bool) or self.adv_steps < 1:
             raise GridError(f"{where}: adv_steps must be an integer >= 1, got {self.adv_steps!r}.")
+        if self.n_train is not None:
+            _check_int(where, "n_train", self.n_train, 1)
+        _check_number(where, "trades_beta", self.trades_beta, 0.0)
         if self.checkpoint is not None and (not isinstance(self.checkpoint, str) or not self.checkpoint):
             raise GridError(f"{where}: checkpoint must be a path or 'robustbench:DATASET/THREAT/NAME', got {self.checkpoint!r}.")
         if self.model_dir is not None and not str(self.checkpoint or "").startswith("robustbench:"):
@@ -126,6 +145,13 @@ class EvalConfig:
     channels_last: bool = False
 
     def __post_init__(self) -> None:
+        if self.n_examples is not None:
+            _check_int("[eval]", "n_examples", self.n_examples, 1)
+        _check_int("[eval]", "batch_size", self.batch_size, 1)
+        _check_int("[eval]", "sanity_examples", self.sanity_examples, 0)
+        for key in ("measure_latency", "channels_last"):
+            if not isinstance(getattr(self, key), bool):
+                raise GridError(f"[eval]: {key} must be true or false, got {getattr(self, key)!r}.")
         ref = self.reference
         if isinstance(ref, dict):  # as a grid writes it: {linf = ["autoattack"], l2 = ["apgd"]}
             for tm, names in ref.items():
@@ -260,6 +286,6 @@ def parse_eps(value: Any, where: str) -> float:
             raise GridError(f"{where}: eps {value!r} is not a number or a fraction like '8/255'.") from None
     else:
         raise GridError(f"{where}: eps {value!r} must be a number or a fraction string like '8/255'.")
-    if out < 0:
-        raise GridError(f"{where}: eps must be >= 0, got {value!r}.")
+    if not math.isfinite(out) or out < 0:
+        raise GridError(f"{where}: eps must be >= 0 and finite, got {value!r}.")
     return out

@@ -67,3 +67,15 @@ def atomic_write_text(path: str | Path, text: str, durable: bool = True) -> Path
     """Write `text` (UTF-8) to `path` atomically."""
     data = text.encode("utf-8")
     return atomic_write(path, lambda fh: fh.write(data), durable)
+
+
+def check_writable(path: str | Path, what: str, folder: bool = True) -> None:
+    """HarnessError naming the option `what` unless `path` (a folder; with folder=False a file) can be made: no file in the way, a writable folder above."""
+    path = Path(path)
+    probe = path if folder else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise HarnessError(f"{what} {path}: {probe} is a file, not a folder; pass another {what}.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise HarnessError(f"{what} {path}: cannot write in {probe} (permission denied); pass another {what}.")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness.api.errors import HarnessError
@@ -24,7 +25,7 @@ def upgrade(db: Annotated[Path, typer.Option("--db", help="Results database (SQL
     try:
         before, after, backup = do_upgrade(db)
     except HarnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     if backup is None:
         console.print(f"{db} is already at schema version {after}; nothing to do.", highlight=False)
@@ -38,12 +39,12 @@ def version(db: Annotated[Path, typer.Option("--db", help="Results database (SQL
     from harness.store.schema import SCHEMA_VERSION, DatabaseFileError, probe
 
     if not db.exists():
-        err.print(f"[bold red]error:[/] No results database at {db}.", highlight=False)
+        err.print(f"[bold red]error:[/] No results database at {db}; pass --db PATH.", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     try:
         v = probe(db)
     except DatabaseFileError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     note = "current" if v == SCHEMA_VERSION else f"run `harness db upgrade --db {db}`"
     console.print(f"{db}: schema version {v}; this harness uses {SCHEMA_VERSION} ({note})", highlight=False)
@@ -62,7 +63,7 @@ def scrub(db: Annotated[Path, typer.Option("--db", help="Results database (SQLit
     try:
         store = Store(db, create=False)
     except HarnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     changed = 0
     # Keys and parameters stay as they are: they define the jobs. Only what describes the machine is rewritten.
@@ -97,7 +98,7 @@ def forget_pending(
     try:
         store = Store(db, create=False)
     except HarnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     with store.session() as s:
         if s.get(Run, run) is None:
@@ -139,7 +140,7 @@ def compare(
                 store.close()
         rows, skipped = compare_jobs(*jobs)
     except HarnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
     a, b = jobs
     for name, j in (("A", a), ("B", b)):

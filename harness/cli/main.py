@@ -8,7 +8,7 @@ import sys
 import time
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -17,11 +17,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
 
 from harness.api.errors import HarnessError
 from harness.api.files import atomic_write_text
@@ -29,9 +31,42 @@ from harness.api.files import atomic_write_text
 if TYPE_CHECKING:
     from harness.api.config import JobSpec
 
-app = typer.Typer(help="Benchmark how pruning changes the adversarial robustness of CNNs.", no_args_is_help=True, add_completion=False)
 console = Console()
 err = Console(stderr=True)
+# click's UsageError (typer re-exports click, or since 0.2x vendors it): the base of typer.BadParameter either way.
+UsageError: type[Exception] = typer.BadParameter.__bases__[0]
+
+
+def _usage_error(exc: Exception) -> NoReturn:
+    """A usage error (an option value of the wrong type, an unknown command) as one line on stderr, exit code 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `harness` or `harness db` alone: the help, as before
+        raise exc
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "harness"
+    message = str(exc.format_message()).rstrip(".")  # type: ignore[attr-defined]
+    err.print(f"[bold red]error:[/] {escape(message)}; see `{escape(where)} --help`.", highlight=False, soft_wrap=True)
+    raise typer.Exit(getattr(exc, "exit_code", 2))
+
+
+class OneLineUsage(TyperGroup):
+    """The `harness` command group, whose usage errors take one line instead of typer's usage box."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        """Parse the group's own options; a usage error is one line."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except UsageError as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the subcommand (parsing its options); a usage error is one line."""
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            _usage_error(exc)
+
+
+app = typer.Typer(help="Benchmark how pruning changes the adversarial robustness of CNNs.", no_args_is_help=True, add_completion=False, cls=OneLineUsage)
 
 
 class Kind(str, Enum):
@@ -94,28 +129,34 @@ def run(
         address=address, data_dir=data_dir, cache_dir=cache_dir, fresh=fresh, timeout_s=timeout, retries=retries, dry_run=dry_run,
     )
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    bar = Progress(*columns, console=err, transient=dry_run)
+    task: TaskID | None = None  # the bar starts with the first job, so bad input before it stays one line on stderr
+    failed = 0
+
+    def progress(event: str, job: JobSpec, finished: int, total: int) -> None:
+        nonlocal failed, task
+        if task is None:
+            bar.start()
+            task = bar.add_task("jobs", total=None)
+        label = f"{job.dataset}/{job.architecture}/{job.pruner.label}@{job.sparsity:g}/s{job.seed}"
+        failed += event == "failed"
+        bar.update(task, total=total, completed=finished, description=f"{label} ({failed} failed)")
+        if event == "failed":
+            err.print(f"[red]failed[/] {label}")
+        elif not err.is_terminal:
+            # Off a terminal (nohup, a batch system's log) the bar draws nothing until the end: a dated line per
+            # job started or finished, so a day-long run's log shows where it stands.
+            err.print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {event} {finished}/{total} {label}", highlight=False, soft_wrap=True)
+
     try:
         if db.exists():
             check_run_target(db)  # a foreign or damaged --db is refused before anything else starts
-        with Progress(*columns, console=err, transient=dry_run) as bar:
-            task = bar.add_task("jobs", total=None)
-
-            failed = 0
-
-            def progress(event: str, job: JobSpec, finished: int, total: int) -> None:
-                nonlocal failed
-                label = f"{job.dataset}/{job.architecture}/{job.pruner.label}@{job.sparsity:g}/s{job.seed}"
-                failed += event == "failed"
-                bar.update(task, total=total, completed=finished, description=f"{label} ({failed} failed)")
-                if event == "failed":
-                    err.print(f"[red]failed[/] {label}")
-                elif not err.is_terminal:
-                    # Off a terminal (nohup, a batch system's log) the bar draws nothing until the end: a dated line per
-                    # job started or finished, so a day-long run's log shows where it stands.
-                    err.print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {event} {finished}/{total} {label}", highlight=False, soft_wrap=True)
-
+        try:
             with stop_signals_interrupt():
                 summary = run_grid(opts, progress)
+        finally:
+            if task is not None:
+                bar.stop()
     except HarnessError as exc:
         _fail(exc)
     except KeyboardInterrupt as exc:
@@ -125,20 +166,20 @@ def run(
     if dry_run:
         p = summary.planned
         console.print(
-            f"grid [bold]{summary.grid}[/] is valid: {summary.total} jobs, {summary.cached} already done in {db}; a run would train "
+            f"grid [bold]{escape(summary.grid)}[/] is valid: {summary.total} jobs, {summary.cached} already done in {escape(str(db))}; a run would train "
             f"{p['dense']} dense models, make {p['pruned']} pruned models (prune + fine-tune) and evaluate {p['eval']} jobs. Nothing was run."
         )
         for note in summary.notes:
-            err.print(f"note: {note}", highlight=False, soft_wrap=True)
+            err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
         return
     console.print(
-        f"grid [bold]{summary.grid}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
-        f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {db}; site in {site_dir}/index.html"
+        f"grid [bold]{escape(summary.grid)}[/]: {summary.total} jobs, {summary.done} run, {summary.cached} already done, "
+        f"{len(summary.failed)} failed, {summary.seconds:.1f} s. Results in {escape(str(db))}; site in {escape(str(site_dir))}/index.html"
     )
     for note in summary.notes:
-        err.print(f"note: {note}", highlight=False, soft_wrap=True)
+        err.print(f"note: {escape(note)}", highlight=False, soft_wrap=True)
     for key, line in summary.failed:
-        err.print(f"  [red]{key}[/]: {line}", highlight=False)
+        err.print(f"  [red]{key}[/]: {escape(line)}", highlight=False)
     if summary.failed:
         raise typer.Exit(1)
 
@@ -201,7 +242,7 @@ def status(db: DbOpt = DEFAULT_DB) -> None:
         table.add_row(state, str(n))
     console.print(table)
     for key, pruner, arch, line in failures:
-        console.print(f"[red]failed[/] {key} {arch}/{pruner}: {line[0]}", highlight=False)
+        console.print(f"[red]failed[/] {key} {arch}/{pruner}: {escape(line[0])}", highlight=False)
     resumed: dict[tuple[str, int], list[int]] = {}
     for r in flight:
         if r.resumed_by is not None:

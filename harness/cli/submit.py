@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from harness.api.errors import HarnessError, SubmissionError
 from harness.api.paths import EXAMPLES_DIR
@@ -47,26 +48,27 @@ def submit(
     opts = SubmitOptions(
         grid=grid, db=db, site_dir=site_dir, device=device, workers=workers, data_dir=data_dir, cache_dir=cache_dir,
         replace=replace, dry_run=dry_run, time_limit_s=time_limit, memory_mb=memory_mb, sandbox=sandbox,
-        warn=lambda line: err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True),
+        warn=lambda line: err.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True),
+        # A status that vanishes when the check ends (and prints nothing off a terminal): a refusal stays one line.
+        checking=lambda f: err.status(escape(f"checking {f} in a separate process (time limit {time_limit:g} s, memory {memory_mb} MiB{'' if sandbox else ', --no-sandbox'})…")),
     )
     try:
         if db.exists():
             check_current(db)  # a foreign or damaged --db is refused before anything else is said or started
-        err.print(f"checking {file} in a separate process (time limit {time_limit:g} s, memory {memory_mb} MiB{'' if sandbox else ', --no-sandbox'})…", highlight=False, soft_wrap=True)
         with stop_signals_interrupt():
             result = do_submit(file, opts, progress=_progress)
     except SubmissionError as exc:
-        err.print(f"[bold red]refused:[/] {exc}", highlight=False, soft_wrap=True, markup=True)
+        err.print(f"[bold red]refused:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, markup=True)
         raise typer.Exit(exc.exit_code)
     except HarnessError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt as exc:
         err.print(f"interrupted ({signame(exc)}): running jobs marked 'interrupted', workers stopped; run the same `harness submit` with --replace to finish them")
         raise typer.Exit(getattr(exc, "exit_code", 130)) from None
     dry = result.report["dry_run"]
     console.print(
-        f"ok: pruner [bold]{result.name}[/] by {result.report['author']} (sha256 {result.sha256[:12]}…) passed every check; "
+        f"ok: pruner [bold]{escape(result.name)}[/] by {escape(str(result.report['author']))} (sha256 {result.sha256[:12]}…) passed every check; "
         f"dry run on {dry['architecture']}: sparsity {dry['sparsity_achieved']:.3f} for {dry['sparsity_requested']:.3f} requested.",
         highlight=False, markup=True,
     )
@@ -81,7 +83,7 @@ def submit(
         console.print(f"  {r['dataset']}/{r['architecture']} sparsity {r['sparsity']:g} seed {r['seed']}: clean {clean} (dense {dense})", highlight=False)
     console.print(f"leaderboard: {site_dir}/index.html")
     for key, line in s.failed:
-        err.print(f"  [red]{key}[/]: {line}", highlight=False)
+        err.print(f"  [red]{key}[/]: {escape(line)}", highlight=False)
     if s.failed:
         raise typer.Exit(1)
 

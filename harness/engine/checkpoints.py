@@ -140,6 +140,23 @@ def fit(model: Normalized, state: Mapping[str, torch.Tensor], what: str, arch: s
     target.load_state_dict(state, strict=True)
 
 
+def check_fits(jobs: list[JobSpec], data: ImageData) -> None:
+    """Fit each checkpoint the jobs of one dataset (`data`) name into their architecture before any job runs; CheckpointError if one does not."""
+    # A file of another architecture, or no state dict, would otherwise fail every job of the grid one by one.
+    # "robustbench:" checkpoints need robustbench to import here; zoo.load checks the model itself in the job.
+    seen: set[tuple[str, str]] = set()
+    for job in jobs:
+        if job.train.checkpoint is None or (str(job.checkpoint_sha256), job.architecture) in seen:
+            continue
+        seen.add((str(job.checkpoint_sha256), job.architecture))
+        src = resolve(job.train, job.seed)
+        if src.spec.startswith(zoo.PREFIX):
+            zoo.robustbench_load_model()
+            continue
+        net = architectures.get(job.architecture).obj(num_classes=data.num_classes, in_channels=data.in_channels)
+        fit(Normalized(net, data.mean, data.std), _state_dict(_read(src.path), src.path), f"checkpoint {src.path}", job.architecture)
+
+
 def load_dense(job: JobSpec, data: ImageData, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """The job's dense model from its checkpoint, checked against the grid's key, with its clean accuracy measured."""
     t0 = time.perf_counter()

@@ -73,6 +73,8 @@ def resolve(grid: str) -> Path:
         return known[grid]
     path = Path(grid)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise GridError(f"Grid file {grid} is a folder; pass a built-in name ({', '.join(known)}) or the path of a TOML file.")
         if not path.is_file():
             raise GridError(f"Grid file {grid} does not exist; pass a built-in name ({', '.join(known)}) or a TOML path.")
         return path
@@ -86,14 +88,23 @@ def resolve(grid: str) -> Path:
 def load_grid(grid: str) -> Grid:
     """Parse, validate and expand a grid; raises GridError with a one-line message."""
     path = resolve(grid)
+    return parse_grid(read_grid_file(path), name=path.stem, path=str(path))
+
+
+def read_grid_file(path: Path) -> dict[str, Any]:
+    """The TOML table of a grid file; GridError with one line when it is too big, not UTF-8 text or not TOML."""
     size = path.stat().st_size
     if size > MAX_GRID_BYTES:
         raise GridError(f"{path}: {size / 2**20:.1f} MB; a grid file may be at most {MAX_GRID_BYTES // 2**20} MB. Nothing was run.")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise GridError(f"{path}: not valid TOML ({exc}).") from None
-    return parse_grid(raw, name=path.stem, path=str(path))
+    except UnicodeDecodeError as exc:
+        raise GridError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a grid is a UTF-8 TOML file.") from None
+    except OSError as exc:
+        raise GridError(f"{path}: cannot read it ({exc.strerror or exc}).") from None
+    return raw
 
 
 def _section(raw: dict[str, Any], key: str, cls: type[Any], where: str) -> Any:
@@ -206,10 +217,15 @@ def parse_grid(raw: dict[str, Any], name: str = "grid", path: str = "<memory>") 
         entry = pruners.get(pname)
         pspecs.append(PrunerSpec(pname, tuple(sorted(table.items())), entry.metadata.get("submission_sha256")))
 
+    if not pspecs:
+        raise GridError(f"{where}: 'pruners' must be a non-empty list of names, e.g. ['none', 'l1_filter'].")
     sparsities = raw.get("sparsities", [0.5])
     for s in sparsities:
         if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0.0 <= s < 1.0:
             raise GridError(f"{where}: 'sparsities' values must be numbers in [0, 1), got {s!r}.")
+    pruned = [p.name for p in pspecs if pruners.get(p.name).obj.family not in DENSE_FAMILIES]
+    if not sparsities and pruned:
+        raise GridError(f"{where}: 'sparsities' is empty, so {', '.join(map(repr, pruned))} would run nothing; list at least one, e.g. [0.5].")
 
     aspecs = []
     for a in raw["attacks"]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +53,9 @@ def robustbench_load_model() -> Callable[..., nn.Module]:
         for name in ("", ".state", ".autoattack", ".autopgd_base", ".fab_pt", ".square", ".other_utils"):
             sys.modules.setdefault(f"autoattack{name}", importlib.import_module(f"pyautoattack{name}"))
     try:
-        from robustbench.utils import load_model
+        with warnings.catch_warnings():  # robustbench 1.1 imports the deprecated pkg_resources: a warning line per run
+            warnings.simplefilter("ignore", UserWarning)
+            from robustbench.utils import load_model
     except ImportError as exc:
         raise CheckpointError(f"checkpoint 'robustbench:...' needs robustbench ({exc}); install it with pip install 'harness[robustbench]'.") from None
     return load_model

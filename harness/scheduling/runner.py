@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import time
 from collections.abc import Callable
@@ -12,7 +13,9 @@ import torch
 
 from harness.api.config import JobSpec, for_device
 from harness.api.errors import HarnessError
+from harness.api.files import check_writable
 from harness.api.plugins import datasets
+from harness.engine.checkpoints import check_fits
 from harness.engine.grid import Grid, load_grid
 from harness.engine.provenance import environment
 from harness.scheduling.dag import STAGES, build_dag
@@ -144,9 +147,10 @@ def make_executor(opts: RunOptions, configs: list[WorkerConfig]) -> Executor:
 
 
 def check_datasets(grid: Grid, jobs: list[JobSpec], opts: RunOptions) -> None:
-    """Load each dataset the pending jobs need, so a missing one fails before the DB is touched."""
+    """Load each dataset the pending jobs need and fit their checkpoints, so a missing or misfit one fails before the DB is touched."""
     for name in dict.fromkeys(j.dataset for j in jobs):
-        datasets.get(name).obj(data_dir=opts.data_dir, cache_dir=opts.cache_root)
+        data = datasets.get(name).obj(data_dir=opts.data_dir, cache_dir=opts.cache_root)
+        check_fits([j for j in jobs if j.dataset == name], data)
 
 
 def job_fields(job: JobSpec) -> dict[str, object]:
@@ -164,11 +168,30 @@ def job_fields(job: JobSpec) -> dict[str, object]:
     }
 
 
+def check_options(opts: RunOptions) -> None:
+    """Refuse option values no run can use, and a --db, --site-dir or --cache-dir that cannot be written, before anything runs."""
+    if opts.executor not in ("local", "ray"):
+        raise HarnessError(f"Unknown executor {opts.executor!r}; use local or ray.")
+    if opts.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise HarnessError("--executor ray needs Ray: pip install 'harness[ray]' (or pip install ray).")
+    if opts.workers < 0:
+        raise HarnessError(f"--workers {opts.workers}: pass 1 or more worker processes, or 0 to run tasks in this process.")
+    if opts.retries < 0:
+        raise HarnessError(f"--retries {opts.retries}: pass 0 or more retries.")
+    if opts.timeout_s is not None and not opts.timeout_s > 0:
+        raise HarnessError(f"--timeout {opts.timeout_s:g}: pass a time limit in seconds > 0, or leave it out.")
+    check_writable(opts.db, "--db", folder=False)
+    if opts.site_dir is not None:
+        check_writable(opts.site_dir, "--site-dir")
+    check_writable(opts.cache_root, "--cache-dir")
+
+
 def run(opts: RunOptions, progress: ProgressFn | None = None) -> RunSummary:
     """Run a grid to completion; failed jobs are recorded and do not stop the others."""
     t0 = time.perf_counter()
     if Path(opts.db).exists():
         check_run_target(opts.db)  # refused before the grid is even read, and the file left as it was
+    check_options(opts)
     stubs = register_stubs(opts.pruner_stubs)
     try:
         grid = load_grid(opts.grid)

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from sqlalchemy import UniqueConstraint
 
 from harness.api.config import PROTOCOL_VERSION
-from harness.api.files import atomic_write_bytes
+from harness.api.files import WriteError, atomic_write_bytes, check_writable
 from harness.api.paths import TEMPLATES_DIR
 from harness.api.plugins import architectures, pruners
 from harness.api.registry import Registry
@@ -212,7 +212,11 @@ def build_site(store: Store, out: Path, repo_url: str | None = None, stages: dic
         clock[0] = now
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out, "--site-dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno or 0, f"cannot create the site folder {out}: {exc.strerror or exc}; pass another --site-dir.") from None
     fams = families()
     with store.session() as s:
         jobs = job_records(s)

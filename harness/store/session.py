@@ -69,7 +69,10 @@ class Store:
             event.listen(self.engine, "connect", _readonly_pragmas)
             self.sessions = sessionmaker(self.engine, expire_on_commit=False)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HarnessError(f"cannot create the results database {self.path}: {exc.strerror or exc}; pass --db PATH in a folder you can write.") from None
         self.engine = create_engine(f"sqlite:///{self.path}")
         event.listen(self.engine, "connect", _sqlite_pragmas)
         # A concurrent writer may see the tables before the version row; probe(allow_blank=True) accepts that state.
@@ -81,9 +84,13 @@ class Store:
                 break
             except OperationalError as exc:
                 # Two runs creating one new file: both saw no table, the other created it first. Check again.
-                if "already exists" not in str(exc) or attempt == 4:
+                if "already exists" in str(exc) and attempt < 4:
+                    time.sleep(0.1)
+                    continue
+                self.engine.dispose()
+                if not any(why in str(exc) for why in ("unable to open", "readonly", "read-only")):
                     raise
-                time.sleep(0.1)
+                raise HarnessError(f"cannot write the results database {self.path} ({exc.orig}); pass --db PATH in a folder you can write.") from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:

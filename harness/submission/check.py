@@ -77,13 +77,11 @@ class CheckFailed(Exception):
 
 
 def submission_trace(exc: BaseException, path: str) -> str:
-    """The traceback trimmed to frames in the submission file, plus the exception line."""
+    """The traceback's frames in the submission file, on one line (the message names the exception); '' when none."""
     real = os.path.realpath(path)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if os.path.realpath(f.filename) == real]
-    lines = ["Traceback (submission frames only):"] if frames else []
-    lines += [s.rstrip("\n") for s in traceback.format_list(frames)]
-    lines += [s.rstrip("\n") for s in traceback.format_exception_only(type(exc), exc)]
-    return "\n".join(lines)
+    where = "; ".join(f"line {f.lineno} in {f.name}" + (f": {f.line.strip()}" if f.line else "") for f in frames)
+    return f"submission frames only: {where}" if frames else ""
 
 
 def _raised(check: str, what: str, exc: BaseException, path: str) -> CheckFailed:

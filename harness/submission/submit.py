@@ -13,9 +13,9 @@ import multiprocessing as mp
 import os
 import signal
 import tempfile
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ class SubmitOptions:
     sparsity: float = 0.5
     sandbox: bool = True  # kernel sandbox for the check and the workers where available; False: --no-sandbox
     warn: Callable[[str], None] | None = None  # told what is not isolated when the sandbox is unavailable
+    checking: Callable[[Path], AbstractContextManager[Any]] | None = None  # wraps the check process (the CLI: a transient status line)
 
 
 @dataclass
@@ -150,8 +151,9 @@ def check_file(path: Path, opts: SubmitOptions, protected: list[Path] | None = N
         message = report["message"].rstrip(".")
         if report.get("check") == "memory":
             message += f" ({opts.memory_mb} MiB beyond the harness's own); use less, or raise --memory-mb if it is legitimate"
-        trace = f"\n{report['trace']}" if report.get("trace") else ""
-        raise SubmissionError(f"{shown}: {message}.{trace}".replace(str(path), str(shown)))
+        trace = f" ({report['trace']})" if report.get("trace") else ""
+        # One line: a message (or an exception's text) spanning lines is joined; the trace is one line already.
+        raise SubmissionError(" ".join(f"{shown}: {message}{trace}.".replace(str(path), str(shown)).split()))
     return report
 
 
@@ -255,10 +257,10 @@ def to_toml(raw: dict[str, Any]) -> str:
 
 def submission_grid(grid: str, name: str, folder: Path) -> Path:
     """The grid `grid` (built-in name or file) with its pruners replaced by the dense baseline, the control and `name`."""
-    from harness.engine.grid import resolve
+    from harness.engine.grid import read_grid_file, resolve
 
     src = resolve(grid)
-    raw = tomllib.loads(src.read_text())
+    raw = read_grid_file(src)
     raw["pruners"] = ["none", "dense_finetuned", name]
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{name}-{src.stem}.toml"
@@ -312,23 +314,25 @@ def leaderboard_rows(db: Path, name: str) -> list[dict[str, Any]]:
 def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None = None) -> SubmitResult:
     """Check, record and run one submission; any contract failure raises SubmissionError before anything is written."""
     path = Path(path)
+    if path.is_dir():
+        raise SubmissionError(f"{path}: a folder; pass the path of your pruner file, one .py file (see `harness submit --template`).")
     if not path.is_file():
         raise SubmissionError(f"{path}: no such file; pass the path of your pruner file (see `harness submit --template`).")
     if path.suffix != ".py":
         raise SubmissionError(f"{path}: a submission is one Python file ending in .py.")
     if opts.workers < 1:
         raise SubmissionError(f"--workers {opts.workers}: a submission runs in worker processes only; use 1 or more.")
+    if not opts.time_limit_s > 0:
+        raise SubmissionError(f"--time-limit {opts.time_limit_s:g}: pass the seconds the check may take, more than 0 (default 300).")
+    if opts.memory_mb < 1:
+        raise SubmissionError(f"--memory-mb {opts.memory_mb}: pass the MiB the submission may allocate, 1 or more (default 4096).")
     if Path(opts.db).exists():
         from harness.store.schema import check_current
 
         check_current(opts.db)  # a foreign or damaged --db is refused before anything runs
-    from harness.engine.grid import resolve
+    from harness.engine.grid import read_grid_file, resolve
 
-    grid_src = resolve(opts.grid)  # a bad --grid fails before anything is checked or written
-    try:
-        tomllib.loads(grid_src.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessError(f"{grid_src}: not valid TOML ({exc}).") from None
+    read_grid_file(resolve(opts.grid))  # a bad --grid fails before anything is checked or written
     source = path.read_bytes()
     sha = sha256_of(source)
     if not opts.replace:  # with --replace the same file may be submitted again, e.g. to finish an interrupted run
@@ -338,7 +342,8 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         staged = Path(tmp) / "src" / path.name
         staged.parent.mkdir()
         staged.write_bytes(source)
-        report = check_file(staged, opts, shown=path)
+        with opts.checking(path) if opts.checking is not None else nullcontext():
+            report = check_file(staged, opts, shown=path)
         refuse_taken(read_index(Path(opts.db)), report["name"], report["author"], opts.replace)
         result = SubmitResult(report["name"], sha, report)
         if opts.dry_run:
@@ -350,7 +355,6 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
                 f"{opts.db} holds {stale} result(s) of a pruner named {result.name!r} computed by other code (an earlier version?), "
                 f"which the run would reuse as if computed by this file; submit to a fresh --db and --cache-dir, or under a new name."
             )
-        result.recorded = record(source, sha, report, opts, path)
         from harness.scheduling.runner import RunOptions, run
 
         run_opts = RunOptions(
@@ -368,6 +372,10 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
         )
         result.grid_file = submission_grid(opts.grid, result.name, run_opts.cache_root / "submission-grids")
         run_opts.grid = str(result.grid_file)
+        # Everything the run checks (the grid's contents, the device, the datasets) is checked before the file is
+        # recorded: a bad grid or a missing dataset must leave the database as it was.
+        run(replace(run_opts, dry_run=True))
+        result.recorded = record(source, sha, report, opts, path)
         result.summary = run(run_opts, progress)
     if Path(opts.db).exists():
         result.rows = leaderboard_rows(Path(opts.db), result.name)
