@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import harness
 from harness.api.errors import SubmissionError
 from harness.cli.main import app
 from harness.scheduling.isolation import sandbox_available
@@ -212,7 +213,7 @@ HOSTILE = scored(L1, name="hostile_l1", meta='author="<img src=x onerror=alert(1
 @pytest.mark.slow
 def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_grid: Path) -> None:
     """One command: checked, recorded with its sha256, run in workers on a grid, on the site (escaped); a resubmit is a duplicate."""
-    from harness.store.queries import job_records, submission_source
+    from harness.store.queries import job_records, submission_records, submission_source
     from harness.store.session import Store
 
     where["db"].unlink()  # a real results DB this time
@@ -225,7 +226,8 @@ def test_submit_goes_from_file_to_leaderboard_row(where: dict[str, Path], tiny_g
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     with Store(where["db"], readonly=True).session() as s:
         assert submission_source(s, "hostile_l1") == path.read_bytes()
-    assert entry["author"] == "<img src=x onerror=alert(1)>" and entry["harness_version"]
+        record = {r.name: r for r in submission_records(s)}["hostile_l1"]
+    assert entry["author"] == "<img src=x onerror=alert(1)>" and record.harness_version == harness.__version__
     with Store(where["db"], readonly=True).session() as s:
         jobs = {j.pruner: j for j in job_records(s)}
     assert set(jobs) == {"none", "dense_finetuned", "hostile_l1"}
