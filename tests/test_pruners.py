@@ -167,7 +167,8 @@ def test_pipeline_runs_one_pruner_of_each_family(digits: ImageData, tmp_path: Pa
         "sparsities": [0.3],
         "train": {"epochs": 1, "batch_size": 128, "n_train": 256},
         "finetune": {"epochs": 1, "batch_size": 128},
-        "eval": {"n_examples": 32, "batch_size": 32, "measure_latency": False},
+        # FGSM is this test's only attack, so it is named the reference: the pipeline's cost metrics are under test.
+        "eval": {"n_examples": 32, "batch_size": 32, "measure_latency": False, "reference": {"linf": ["fgsm"]}},
         "attacks": [{"name": "fgsm", "eps": [0.1]}],
     }
     cache = ArtifactCache(tmp_path)
