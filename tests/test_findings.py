@@ -109,6 +109,8 @@ def test_verdict_per_attack_and_eps_counts_rows_by_paired_test(tmp_path: Path) -
     assert f"every row loses at least {-100 * bound1[0]:.1f} points" in verdict(v.board.rows, (WORST, E1))
     assert bound8[1].pruner == "l1_filter" and bound8[0] > t8.mean_delta
     assert f"no row's gain exceeds {100 * bound8[0]:+.1f} points" in verdict(v.board.rows, (WORST, E8))
+    # A one-pass iterable gives the same sentence: the verdict reads its rows twice (counts, then the bound).
+    assert verdict(iter(v.board.rows), (WORST, E8)) == verdict(v.board.rows, (WORST, E8))
 
 
 def test_a_column_of_unchanged_rows_states_their_p_value_not_a_bound() -> None:

@@ -159,6 +159,7 @@ def _counted(changes: list[tuple[BoardRow, PairedTest]]) -> list[tuple[BoardRow,
 
 def verdict(rows: Iterable[BoardRow], col: Column) -> str:
     """How many pruned rows gain or lose robust accuracy at `col` against their fine-tuned control, significantly."""
+    rows = list(rows)  # read twice (the counts, then the bound): a generator would leave the bound empty
     t = tally(rows, col)
     if not t.n:
         return "no pruned row has a fine-tuned control"
