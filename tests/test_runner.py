@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,21 @@ def test_rerun_recomputes_nothing(tiny_run: tuple[Path, Path]) -> None:
     summary = run(RunOptions(grid=str(grid), db=db, site_dir=None, device="cpu"))
     assert (summary.done, summary.cached, summary.failed) == (0, 2, [])
     assert values(db) == before
+
+
+def test_fresh_recomputes_finished_jobs_and_replaces_their_results(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """--fresh reruns the finished jobs itself: before, it retrained the models and counted the old results as done by others."""
+    root, grid = tiny_run
+    db = tmp_path / "results.db"
+    shutil.copy(root / "results.db", db)
+    with Store(db, create=False).session() as s:
+        before = {r.key: r.run_id for r in job_records(s)}
+    summary = run(RunOptions(grid=str(grid), db=db, site_dir=None, device="cpu", cache_dir=tmp_path / "cache", fresh=True))
+    assert (summary.done, summary.cached, summary.by_others, summary.failed) == (2, 0, 0, [])
+    with Store(db, create=False).session() as s:
+        after = {r.key: r.run_id for r in job_records(s)}
+    assert after.keys() == before.keys() and all(after[k] > before[k] for k in before)  # each result is the new run's
+    assert values(db).keys() == values(root / "results.db").keys()  # replaced, not added beside the old ones
 
 
 def test_dry_run_says_what_a_run_would_compute_and_writes_nothing(tiny_run: tuple[Path, Path], tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def run(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     data_dir: Annotated[Optional[Path], typer.Option(help="Folder holding dataset files (e.g. CIFAR-10).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Checkpoint and dataset cache (default: .harness beside the DB).")] = None,
-    fresh: Annotated[bool, typer.Option("--fresh", help="Recompute everything, ignoring cached results and checkpoints.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Recompute everything: retrain, and rerun finished jobs (their results are replaced as each finishes).")] = False,
     workers: Annotated[int, typer.Option(help="Worker processes: on the CPU, or per GPU with --device cuda (0 = run in this process).")] = 1,
     devices: Annotated[Optional[str], typer.Option(help="GPUs to use, e.g. 0,2 (default: all visible with --device cuda).")] = None,
     executor: Annotated[str, typer.Option(help="local or ray.")] = "local",

@@ -238,6 +238,8 @@ def _run(opts: RunOptions, grid: Grid, device: torch.device, configs: list[Worke
         env = driver_environment(device)
         run_id = store.start_run(grid.name, grid.path, len(grid.jobs), env, n_todo=len(todo))
         store.add_jobs(run_id, [(j.key, job_fields(j)) for j in todo])
+        if opts.fresh:  # a done job is never claimed again; --fresh asks for exactly that
+            store.requeue(j.key for j in todo)
         owner = owner_id(run_id)
         sched = Scheduler(tasks, store, run_id, owner, executor, Policy(opts.timeout_s, opts.retries), progress)
         try:

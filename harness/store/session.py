@@ -138,6 +138,15 @@ class Store:
             known = set(s.scalars(select(Job.key).where(Job.key.in_([k for k, _ in rows]))))
             s.add_all(Job(key=k, run_id=run_id, status=JobStatus.pending, **f) for k, f in rows if k not in known)
 
+    def requeue(self, keys: Iterable[str]) -> int:
+        """Mark the done jobs among `keys` pending again (`--fresh`); their results stay until new ones replace them."""
+        keys = list(keys)
+        with self.session() as s:
+            res = cast("CursorResult[Any]", s.execute(
+                update(Job).where(Job.key.in_(keys), Job.status == JobStatus.done).values(status=JobStatus.pending)
+            ))
+            return res.rowcount
+
     def try_claim(self, key: str, run_id: int, owner: str, stale_after: timedelta) -> bool:
         """Atomically take a job that is not done and not being run by a live process; True if taken."""
         now = utcnow()
