@@ -14,4 +14,4 @@ class FGSM(Attack):
     def perturb(self, model: nn.Module, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """x + eps * sign(grad_x CE(model(x), y)), clipped to [0, 1]."""
         grad, _ = input_grad(model, x, y)
-        return (x.detach() + eps * grad.sign_()).clamp_(0.0, 1.0)
+        return (x.detach() + eps * grad.sign()).clamp_(0.0, 1.0)

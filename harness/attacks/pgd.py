@@ -53,7 +53,7 @@ def pgd_run(
             break
         grad, logits = input_grad(model, x_adv, y)
         if linf:
-            x_new = torch.minimum(torch.maximum(x_adv.detach().add(grad.sign_(), alpha=alpha), lo), hi)
+            x_new = torch.minimum(torch.maximum(x_adv.detach().add(grad.sign(), alpha=alpha), lo), hi)
         else:
             x_new = project(x_adv.detach().add(l2_normalize(grad), alpha=alpha), x, eps, "l2")
         if early_stop:
