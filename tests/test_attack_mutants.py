@@ -406,6 +406,44 @@ def test_deepfool_on_a_linear_model_is_one_overshot_step_to_the_nearest_boundary
     assert bool(_fooled(model, adv, y).all())
 
 
+def _textbook_deepfool(model: nn.Module, x: Tensor, y: int, overshoot: float, steps: int, k: int) -> Tensor:
+    """DeepFool on one image as the paper's code writes it: gradients at x + (1 + overshoot) r_tot, one class at a time."""
+    with torch.no_grad():
+        f0 = model(x[None])[0]
+    classes = [y] + [int(c) for c in f0.scatter(0, torch.tensor([y]), float("-inf")).topk(k - 1).indices]
+    r = torch.zeros_like(x)
+    for _ in range(steps):
+        xi = (x + (1 + overshoot) * r).clamp(0.0, 1.0).requires_grad_(True)
+        out = model(xi[None])[0, classes]
+        if int(out.argmax()) != 0:
+            break
+        g = [torch.autograd.grad(out[j], xi, retain_graph=True)[0] for j in range(k)]
+        best, step = float("inf"), torch.zeros_like(x)
+        for j in range(1, k):
+            w = g[j] - g[0]
+            dist = float((out[j] - out[0]).detach().abs()) / max(float(w.norm()), 1e-8)
+            if dist < best:
+                best, step = dist, (dist + 1e-4) * w / max(float(w.norm()), 1e-8)
+        r = r + step
+    return (x + (1 + overshoot) * r).clamp(0.0, 1.0).detach()
+
+
+def test_deepfool_on_a_curved_model_follows_the_papers_loop() -> None:
+    """On a tanh MLP, where the linearisation moves with the point, every image is the textbook loop's, whose gradients
+    are taken at the overshot point x + (1 + overshoot) r_tot (a large overshoot makes that point far from x + r_tot)."""
+    from harness.attacks.deepfool import DeepFool
+
+    model = _tanh_mlp()
+    x = torch.rand(8, 1, 6, 6, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    with frozen(model):
+        adv = DeepFool(steps=20, overshoot=0.5, candidates=4).minimal(model, x, y)
+        expected = torch.stack([_textbook_deepfool(model, x[i], int(y[i]), 0.5, 20, 4) for i in range(len(x))])
+    assert not torch.equal(expected, x)
+    assert torch.allclose(adv, expected, atol=1e-5)
+
+
 def test_cw_confidence_is_a_margin_the_result_keeps() -> None:
     """C&W with confidence kappa counts an iterate as adversarial only where another class leads by kappa or more."""
     from harness.attacks.cw import CWL2
