@@ -69,21 +69,27 @@ def has_identity_shortcut(block: nn.Module) -> bool:
 
 
 def _traced_identity_shortcut(block: nn.Module) -> bool:
-    """Trace the block and look for an add whose operand is the block's own input."""
+    """Trace the block: does its output come from an add of its own input, through one-input ops only (e.g. a ReLU)?"""
     try:
         gm = torch.fx.symbolic_trace(block)
     except Exception:  # untraceable blocks (data-dependent control flow) are not removable
         return False
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target in _ADDS:
+    # The add must make the output: a stage of blocks also adds its input (in its first block), but its output is
+    # the last block's, and removing the stage would remove every block in it.
+    node = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    while isinstance(node, torch.fx.Node):
+        if _is_add(node):
             args = [a for a in node.args if isinstance(a, torch.fx.Node)]
-            if len(args) == 2 and any(_identity_of_input(a, gm) for a in args):
-                return True
-        if node.op == "call_method" and node.target in ("add", "add_"):
-            args = [a for a in node.args if isinstance(a, torch.fx.Node)]
-            if len(args) == 2 and any(_identity_of_input(a, gm) for a in args):
-                return True
+            return len(args) == 2 and any(_identity_of_input(a, gm) for a in args)
+        if len(node.all_input_nodes) != 1:
+            return False
+        node = node.all_input_nodes[0]
     return False
+
+
+def _is_add(node: torch.fx.Node) -> bool:
+    """Whether the traced op is a tensor addition."""
+    return (node.op == "call_function" and node.target in _ADDS) or (node.op == "call_method" and node.target in ("add", "add_"))
 
 
 def removable_blocks(net: nn.Module) -> list[Block]:
