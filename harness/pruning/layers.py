@@ -105,7 +105,9 @@ def removable_blocks(net: nn.Module) -> list[Block]:
         for i, child in enumerate(parent):
             if any(isinstance(m, nn.Conv2d) for m in child.modules()) and has_identity_shortcut(child):
                 found.append(Block(parent, i, names.get(id(parent), "")))
-    return found
+    # A Sequential that wraps a single block is a block too: keep the innermost, so no block is counted twice.
+    inner = {id(b.module) for b in found}
+    return [b for b in found if not any(id(m) in inner for m in list(b.module.modules())[1:])]
 
 
 def require_blocks(net: nn.Module, blocks: list[Block]) -> None:
