@@ -178,6 +178,29 @@ def scored_net_and_data() -> tuple[nn.Sequential, list[tuple[Tensor, Tensor]]]:
     return net, [(x[:4], y[:4]), (x[4:], y[4:])]
 
 
+def test_vip_weighs_each_component_by_the_label_variance_it_explains() -> None:
+    """VIP_j^2 = p sum_k SS_k (w_jk / ||w_k||)^2 / sum_k SS_k with SS_k = ||t_k||^2 ||q_k||^2, written out term by term
+    from the fitted PLS model's scores, loadings and weights (the scores' norms differ across components here)."""
+    import numpy as np
+    from sklearn.cross_decomposition import PLSRegression
+
+    from harness.pruning.criteria import vip_scores
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 120)
+    x = rng.normal(size=(120, 5))
+    x[:, 1] += 2.0 * y
+    x[:, 3] += (y == 2) * 1.5
+    onehot = (y[:, None] == np.arange(3)[None, :]).astype(np.float64)
+    pls = PLSRegression(n_components=3, scale=True).fit(x, onehot)
+    t, q, w = pls.x_scores_, pls.y_loadings_, pls.x_weights_
+    ss = [sum(t[i, k] ** 2 for i in range(120)) * sum(q[c, k] ** 2 for c in range(3)) for k in range(3)]
+    assert max(ss) / min(ss) > 2  # the components explain very different amounts
+    norms = [sum(w[j, k] ** 2 for j in range(5)) ** 0.5 for k in range(3)]
+    want = [(5 * sum(ss[k] * (w[j, k] / norms[k]) ** 2 for k in range(3)) / sum(ss)) ** 0.5 for j in range(5)]
+    assert np.allclose(vip_scores(x, y, components=3), want)
+
+
 def test_taylor_is_the_mean_over_batches_of_the_squared_gate_gradient() -> None:
     """Importance = mean over minibatches of (dL/dgate)^2, with a unit gate multiplied into the first BN's output."""
     net, batches = scored_net_and_data()
@@ -394,6 +417,9 @@ def test_removable_blocks_are_exactly_the_residual_ones() -> None:
     assert [(b.stage, b.index) for b in removable_blocks(nested)] == [("0", 0), ("0", 1)]
     pruners.get("layer_random").obj().prune(nested, 0.34, PruneContext(example_inputs=torch.rand(2, 3, 8, 8), seed=3))
     assert [isinstance(b, nn.Identity) for b in nested[0]].count(True) == 1
+    # A stage of a single block is that block: counted once (the innermost), not twice.
+    wrapped = nn.Sequential(nn.Sequential(OneConv()), nn.Conv2d(3, 3, 1), nn.Sequential(OneConv(), OneConv()))
+    assert [(b.stage, b.index) for b in removable_blocks(wrapped)] == [("0", 0), ("2", 0), ("2", 1)]
 
 
 def test_layer_l1_drops_the_block_with_the_smallest_mean_absolute_weight() -> None:
@@ -437,6 +463,42 @@ def test_apportion_splits_removals_by_largest_remainder_keeping_one_per_stage() 
     """2 of (2, 3): exact 0.8 / 1.2 -> 1 + 1; 2 of (1, 3): a one-block stage keeps it -> 0 + 2."""
     assert _apportion(2, {"a": 2, "b": 3}) == {"a": 1, "b": 1}
     assert _apportion(2, {"a": 1, "b": 3}) == {"a": 0, "b": 2}
+
+
+class PlainResidual(nn.Module):
+    """x + conv(x) on `c` channels."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv(x)
+
+
+def test_block_pls_vip_is_the_mean_vip_of_each_blocks_channels_across_widths() -> None:
+    """Blocks of 3 and 6 channels: each block's score is the mean (not the sum) of its channels' VIPs, the channels
+    represented by the max of their ReLU'd map, in one PLS model over every block's channels."""
+    import numpy as np
+
+    from harness.pruning.criteria import vip_scores
+    from harness.pruning.layers import block_pls_vip
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Sequential(PlainResidual(3), PlainResidual(3)), nn.Conv2d(3, 6, 1), nn.Sequential(PlainResidual(6)),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)).eval()
+    x, y = torch.rand(40, 3, 6, 6), torch.arange(40) % 3
+    blocks = removable_blocks(net)
+    assert [b.module.conv.out_channels for b in blocks] == [3, 3, 6]  # type: ignore[union-attr]
+    with torch.no_grad():
+        h0 = net[0][0](x)
+        h1 = net[0][1](h0)
+        h2 = net[2][0](net[1](h1))
+    feats = [torch.relu(h).amax((2, 3)).numpy() for h in (h0, h1, h2)]
+    vip = vip_scores(np.concatenate(feats, 1), y.numpy(), 2)
+    want = [vip[0:3].mean(), vip[3:6].mean(), vip[6:12].mean()]
+    got = block_pls_vip(net, blocks, ctx_for(x, y, batch=8))
+    assert np.allclose(got.numpy(), want, rtol=1e-5)
 
 
 def test_block_kl_is_kl_of_the_skipped_from_the_intact_output() -> None:
