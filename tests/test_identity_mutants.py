@@ -474,14 +474,20 @@ def test_a_transient_failure_is_retried_exactly_retries_times(tmp_path: Path, re
     assert states[: min(transient_failures, retries)] == [JobStatus.pending] * min(transient_failures, retries)
 
 
-def test_the_backoff_doubles_from_backoff_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries wait backoff_s, then 2 x backoff_s, ... after each transient failure."""
+def _dense_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: Policy) -> tuple[list[float], ScriptedExecutor, Scheduler, Store, list[JobSpec]]:
+    """A one-job scheduler on a scripted clock, stepped by hand until its dense task has finished."""
     clock = [1000.0]
     monkeypatch.setattr(scheduler_module.time, "monotonic", lambda: clock[0])
     ex = ScriptedExecutor()
-    sched, _, jobs = _scheduler(tmp_path, ex, Policy(retries=3, backoff_s=2.0), tiny(pruners=["none"]))
+    sched, store, jobs = _scheduler(tmp_path, ex, policy, tiny(pruners=["none"]))
     sched._dispatch()  # dense
     sched._handle(Outcome(ex.running.pop().id, True))
+    return clock, ex, sched, store, jobs
+
+
+def test_the_backoff_doubles_from_backoff_s(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries wait backoff_s, then 2 x backoff_s, ... after each transient failure."""
+    clock, ex, sched, _, _ = _dense_done(tmp_path, monkeypatch, Policy(retries=3, backoff_s=2.0))
     waits = []
     for _ in range(3):
         sched._dispatch()
@@ -526,12 +532,7 @@ def test_a_failed_stage_fails_its_jobs_and_progress_counts_them(tmp_path: Path) 
 
 def test_a_late_outcome_after_a_timeout_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A task past its time limit is failed; its result arriving afterwards neither stores it nor counts it."""
-    clock = [1000.0]
-    monkeypatch.setattr(scheduler_module.time, "monotonic", lambda: clock[0])
-    ex = ScriptedExecutor()
-    sched, store, jobs = _scheduler(tmp_path, ex, Policy(timeout_s=5.0, retries=0), tiny(pruners=["none"]))
-    sched._dispatch()  # dense
-    sched._handle(Outcome(ex.running.pop().id, True))
+    clock, ex, sched, store, jobs = _dense_done(tmp_path, monkeypatch, Policy(timeout_s=5.0, retries=0))
     sched._dispatch()  # eval
     task = ex.running.pop()
     clock[0] += 10
