@@ -285,3 +285,18 @@ def test_flat_or_falling_eps_curve_is_not_flagged() -> None:
 def test_sanity_slack_is_never_below_two_examples() -> None:
     """slack(n) = max(1 %, 2 / n)."""
     assert slack(10) == pytest.approx(0.2) and slack(1000) == pytest.approx(0.01) and slack(0) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(("after_apgd", "flagged"), [(6, False), (5, False), (3, True)])
+def test_convergence_flags_pgd_only_where_autoattacks_apgd_stage_beats_it_by_more_than_the_slack(after_apgd: int, flagged: bool) -> None:
+    """PGD leaves 6 of 10 robust; AutoAttack's APGD-CE stage leaves 6, 5 or 3: not converged only below 6 - 2 (slack = 2 examples)."""
+    from harness.evaluation.sanity import convergence
+    from tests.test_sanity import _aa_evaluation
+
+    ev: Any = _aa_evaluation(after_square=3)
+    ev.stages[("autoattack/apgd-ce", 0.1)] = torch.arange(10) < after_apgd
+    ev.robust[("pgd_linf", 0.1)], ev.threat["pgd_linf"], ev.white_box["pgd_linf"] = torch.arange(10) < 6, "linf", True
+    spec = AttackSpec("pgd_linf", (0.1,))
+    out, folds = convergence(nn.Identity(), torch.zeros(10, 1, 2, 2), torch.zeros(10, dtype=torch.long), torch.arange(10), ev, (spec,), CPU, 10, seed=0)
+    assert [(m.metric, m.value) for m in out] == [("flag_not_converged", float(flagged))]
+    assert torch.equal(folds[("linf", 0.1)], torch.arange(10) < after_apgd)  # the stronger run's outcome is folded in
