@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 import torch_pruning as tp
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.api.plugins import pruners
@@ -216,6 +217,57 @@ def test_taylor_is_the_mean_over_batches_of_the_squared_gate_gradient() -> None:
     imp = TaylorImportance()
     imp.prepare(net, PruneContext(example_inputs=batches[0][0][:1], calibration=batches), groups)
     assert torch.allclose(imp(root), torch.stack(expected).mean(0), rtol=1e-4, atol=1e-9)
+
+
+class _Residual(nn.Module):
+    """stem conv(1->4)-BN-ReLU, one basic block whose second BN is added to the stem's output, pool, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv0, self.bn0 = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.bn0(self.conv0(x)))
+        h = F.relu(h + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(h))))))
+        return self.fc(h.mean((2, 3)))
+
+
+def test_taylor_sums_the_gate_gradient_over_a_residual_stream_before_squaring() -> None:
+    """A residual channel's score is the mean over minibatches of (dL/dgate)^2 for ONE gate shared by the stem BN and
+    the block's last BN (pruning removes the channel from both); per-layer squares or the root layer alone differ."""
+    net = _Residual().eval()
+    g = torch.Generator().manual_seed(5)
+    for bn in (net.bn0, net.bn1, net.bn2):
+        bn.weight.data = torch.randn(4, generator=g)
+        bn.bias.data = torch.randn(4, generator=g)
+    x, y = torch.randn(8, 1, 6, 6, generator=g), torch.randint(0, 10, (8,), generator=g)
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]
+    shared, alone = [], []
+    for xb, yb in batches:
+        gate = torch.ones(1, 4, 1, 1, requires_grad=True)
+        handles = [bn.register_forward_hook(lambda _m, _i, o: o * gate) for bn in (net.bn0, net.bn2)]
+        F.cross_entropy(net(xb), yb).backward()
+        for h in handles:
+            h.remove()
+        shared.append(gate.grad.flatten() ** 2)  # type: ignore[union-attr]
+        gate0 = torch.ones(1, 4, 1, 1, requires_grad=True)
+        handle = net.bn0.register_forward_hook(lambda _m, _i, o: o * gate0)
+        F.cross_entropy(net(xb), yb).backward()
+        handle.remove()
+        alone.append(gate0.grad.flatten() ** 2)  # type: ignore[union-attr]
+    net.zero_grad(set_to_none=True)
+    graph = tp.DependencyGraph().build_dependency(net, example_inputs=x[:1])
+    groups = list(graph.get_all_groups(ignored_layers=[net.fc], root_module_types=[nn.Conv2d]))
+    stream = next(grp for grp in groups if any(it.dep.target.module is net.bn2 for it in grp))
+    imp = TaylorImportance()
+    imp.prepare(net, PruneContext(example_inputs=x[:1], calibration=batches), groups)
+    want = torch.stack(shared).mean(0)
+    assert not torch.allclose(want, torch.stack(alone).mean(0), rtol=1e-2)  # the second layer matters here
+    assert torch.allclose(imp(stream), want, rtol=1e-4, atol=1e-9)
 
 
 def test_kl_is_kl_of_the_pruned_from_the_intact_output() -> None:
