@@ -42,7 +42,8 @@ class Tally:
     by_others: int = 0
 
 
-def _first_line(text: str) -> str:
+def _error_line(text: str) -> str:
+    """The last non-blank line of an error: a traceback ends with the exception's own message."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1].strip() if lines else text
 
@@ -82,7 +83,7 @@ class Scheduler:
         self.state[task.id] = "failed"
         if task.stage == "eval":
             self.store.fail(task.job.key, error, owner=self.owner)
-            self.tally.failed.append((task.job.key, _first_line(error)))
+            self.tally.failed.append((task.job.key, _error_line(error)))
             self._report("failed", task)
             return
         # A failed shared stage fails every job that needed it, with the stage's error.
