@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -164,11 +165,36 @@ def is_image_folder(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "test").is_dir()
 
 
+def tree_stamp(source: Path) -> str:
+    """A digest of the relative path, size and mtime of every file a dataset in `source` can be read from.
+
+    A folder's own mtime changes only when its direct entries do, so an image added, removed or rewritten inside
+    a class folder left a stamp of `source` alone and the cache served stale tensors. An image folder's stamp
+    covers its whole train/ and test/ trees; any other source (pickles, IDX or .mat files) covers its own files and
+    those one folder down (e.g. `cifar-10-batches-py/`), so a `./data` holding other datasets is not walked whole.
+    """
+    def walk(folder: str, depth: int | None) -> Iterator[str]:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)  # name order, whatever the filesystem lists first
+        for e in entries:
+            if e.is_file():
+                yield e.path
+            elif e.is_dir() and not e.name.startswith(".") and (depth is None or depth > 0):
+                yield from walk(e.path, None if depth is None else depth - 1)
+
+    roots = [(str(source / "train"), None), (str(source / "test"), None)] if is_image_folder(source) else [(str(source), 1)]
+    digest = hashlib.sha256()
+    for root, depth in roots:
+        for path in walk(root, depth):
+            st = os.stat(path)
+            digest.update(f"{os.path.relpath(path, source)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def cached(cache_dir: Path | None, source: Path, tag: str, load: Callable[[], Splits]) -> Splits:
     """Decode once: later loads of the same source folder read a tensor file from the cache."""
     if cache_dir is None:
         return load()
-    stamp = f"{tag}:{source.resolve()}:{source.stat().st_mtime_ns}"
+    stamp = f"{tag}:{source.resolve()}:{tree_stamp(source)}"
     path = cache_dir / "datasets" / f"{tag}-{hashlib.sha256(stamp.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         return tuple(torch.load(path, weights_only=True).values())
