@@ -523,11 +523,13 @@ def test_load_dense_gives_an_eval_model_and_counts_test_examples(tmp_path: Path)
         ({}, "not a state dict (a mapping of names to tensors)"),
         ({"epoch": 3, "w": torch.zeros(1)}, "not a state dict (a mapping of names to tensors)"),
         (b"", "not a plain state dict (unreadable: EOFError)"),
+        (b"not torch", "not a plain state dict (unreadable: not a file torch.save wrote)"),
+        (nn.Linear(2, 2), "not a plain state dict (it holds pickled objects, e.g. a whole model)"),
     ],
-    ids=["empty-dict", "mixed-values", "empty-file"],
+    ids=["empty-dict", "mixed-values", "empty-file", "junk-bytes", "whole-model"],
 )
 def test_what_is_no_state_dict_is_one_checkpoint_error(blob: Any, needle: str, tmp_path: Path) -> None:
-    """An empty mapping, a mapping with a non-tensor, an empty file: CheckpointError saying how to save one."""
+    """An empty mapping, a non-tensor value, an empty or junk file, a whole model: CheckpointError saying how to save one."""
     path = tmp_path / "c.pt"
     path.write_bytes(blob) if isinstance(blob, bytes) else torch.save(blob, path)
     with pytest.raises(CheckpointError) as err:

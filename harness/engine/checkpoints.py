@@ -102,8 +102,9 @@ def _read(path: Path) -> Any:
     """The file's tensors, read without running pickled code (weights_only)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        why = "it holds pickled objects, e.g. a whole model"
+    except pickle.UnpicklingError as exc:
+        # torch names the class it refused ("Unsupported global"); other refusals are bytes that are no pickle at all.
+        why = "it holds pickled objects, e.g. a whole model" if "global" in str(exc).lower() else "unreadable: not a file torch.save wrote"
     except (RuntimeError, EOFError) as exc:
         why = f"unreadable: {type(exc).__name__}"
     raise CheckpointError(f"checkpoint {path}: not a plain state dict ({why}); save one with torch.save(model.state_dict(), path).")
