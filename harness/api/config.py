@@ -50,9 +50,17 @@ def _check_int(where: str, key: str, value: Any, least: int) -> None:
         raise GridError(f"{where}: {key} must be an integer >= {least}, got {value!r}.")
 
 
+def _finite(value: float) -> bool:
+    """math.isfinite, False for an integer too large for a float (TOML reads 400-digit integers; isfinite raises)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _check_number(where: str, key: str, value: Any, least: float, above: bool = False) -> None:
     """GridError unless `value` is a number (not a bool) >= `least`, or > `least` with `above`."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < least or (above and value == least):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not _finite(value) or value < least or (above and value == least):
         raise GridError(f"{where}: {key} must be a number {'>' if above else '>='} {least:g}, got {value!r}.")
 
 
@@ -153,6 +161,9 @@ class EvalConfig:
             if not isinstance(getattr(self, key), bool):
                 raise GridError(f"[eval]: {key} must be true or false, got {getattr(self, key)!r}.")
         ref = self.reference
+        pairs = isinstance(ref, (list, tuple)) and all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], str) for p in ref)
+        if not isinstance(ref, dict) and not pairs:
+            raise GridError(f"[eval] reference must be a table of threat model = attack names, e.g. reference = {{linf = [\"autoattack\"]}}; got {ref!r}.")
         if isinstance(ref, dict):  # as a grid writes it: {linf = ["autoattack"], l2 = ["apgd"]}
             for tm, names in ref.items():
                 if tm not in THREAT_MODELS:
@@ -278,12 +289,14 @@ def for_device(job: JobSpec, device_type: str) -> JobSpec:
 def parse_eps(value: Any, where: str) -> float:
     """A number, or a fraction string like '8/255'."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        out = float(value)
+        out = float(value) if _finite(value) else math.inf
     elif isinstance(value, str):
         try:
             out = float(Fraction(value.replace(" ", "")))
         except (ValueError, ZeroDivisionError):
             raise GridError(f"{where}: eps {value!r} is not a number or a fraction like '8/255'.") from None
+        except OverflowError:  # '1e400': a number, but past any float; refused below as not finite
+            out = math.inf
     else:
         raise GridError(f"{where}: eps {value!r} must be a number or a fraction string like '8/255'.")
     if not math.isfinite(out) or out < 0:

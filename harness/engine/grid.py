@@ -148,15 +148,34 @@ def _plugin_params(cls: type, params: dict[str, Any], name: str, where: str) -> 
 
 
 def _collapse(values: list[Any], key: str, notes: list[str]) -> list[Any]:
-    """`values` without repeats (first occurrence kept), with a note when any were dropped."""
+    """`values` without repeats (first occurrence kept), with a note when any were dropped.
+
+    Hashable entries are looked up in a set, so an axis of a million seeds is refused by the job bound in a
+    second, not after a quadratic scan; tables (unhashable) are compared with the few tables before them.
+    """
     seen: list[Any] = []
+    hashed: set[Any] = set()
+    tables: list[Any] = []
+    dropped: list[Any] = []
     for v in values:
-        if v not in seen:
-            seen.append(v)
-    if len(seen) < len(values):
-        dropped = [v for i, v in enumerate(values) if v in values[:i]]
+        try:
+            repeat = v in hashed
+            if not repeat:
+                hashed.add(v)
+        except TypeError:  # a table or list: no hash
+            repeat = v in tables
+            if not repeat:
+                tables.append(v)
+        (dropped if repeat else seen).append(v)
+    if dropped:
         notes.append(f"'{key}' lists {', '.join(map(repr, dict.fromkeys(map(str, dropped))))} more than once; each is run once.")
     return seen
+
+
+def _has_no_sparsity(pruner: Any) -> bool:
+    """Whether a grid's pruner entry is a dense row (the baseline or the fine-tuned control): one job per seed."""
+    name = pruner if isinstance(pruner, str) else pruner.get("name") if isinstance(pruner, dict) else None
+    return isinstance(name, str) and name in pruners and pruners.get(name).obj.family in DENSE_FAMILIES
 
 
 def check_bounds(raw: dict[str, Any], where: str) -> list[str]:
@@ -175,7 +194,7 @@ def check_bounds(raw: dict[str, Any], where: str) -> list[str]:
     for a in raw.get("attacks", []):
         if isinstance(a, dict) and isinstance(a.get("eps"), list):
             a["eps"] = _collapse(a["eps"], f"attacks.{a.get('name')}.eps", notes)
-    dense = sum(1 for p in raw.get("pruners", []) if (p if isinstance(p, str) else p.get("name") if isinstance(p, dict) else None) == "none")
+    dense = sum(1 for p in raw.get("pruners", []) if _has_no_sparsity(p))
     per_setup = dense + (len(raw.get("pruners", [])) - dense) * len(raw.get("sparsities", [0.5]))
     n = len(raw.get("datasets", [])) * len(raw.get("architectures", [])) * len(raw.get("seeds", [0])) * per_setup
     if n > MAX_JOBS:
