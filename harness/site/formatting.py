@@ -37,7 +37,9 @@ def num(x: float | None, digits: int = 3) -> str:
     """A plain number with `digits` significant digits; – for a missing value."""
     if x is None or x != x:
         return "–"
-    return f"{x:.{digits}g}" if abs(x) < 1e4 else f"{x:,.0f}"
+    short = f"{x:.{digits}g}"
+    # `g` turns to exponent notation once the integer part has more than `digits` digits (1234.5 -> 1.23e+03).
+    return short if abs(x) < 1e4 and "e+" not in short else f"{x:,.0f}"
 
 
 def sortv(x: float | None) -> str:
@@ -109,11 +111,14 @@ def duration(seconds: float | None) -> str:
     """Seconds as a readable duration: 0.42 s, 12.3 s, 4 min 05 s, 2 h 03 min."""
     if seconds is None or seconds != seconds:
         return "–"
-    if seconds < 60:
+    if seconds < 59.95:  # from there on, one decimal would print "60.0 s"
         return f"{seconds:.2g} s" if seconds < 1 else f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    # Round to the unit shown, then split, so 59.96 s is "1 min 00 s", never "0 min 59 s" or "60.0 s".
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def value(metric: str, v: float) -> str:
