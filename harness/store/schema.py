@@ -84,7 +84,8 @@ def probe(path: str | Path, allow_blank: bool = False) -> int:
     except sqlite3.DatabaseError as exc:
         raise DatabaseFileError(f"{path} is a corrupt SQLite database ({exc}); restore it from a backup.") from None
     if check != "ok":
-        raise DatabaseFileError(f"{path} is a corrupt SQLite database (integrity check: {check}); restore it from a backup.")
+        report = "; ".join(line.strip() for line in str(check).splitlines() if line.strip())  # SQLite reports over several lines
+        raise DatabaseFileError(f"{path} is a corrupt SQLite database (integrity check: {report}); restore it from a backup.")
     if allow_blank and row is None and tables <= CORE_TABLES | {"submissions"}:
         return 0  # no table, or some without the version row yet: a harness creating it right now
     if not CORE_TABLES <= tables:

@@ -11,10 +11,11 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.engine import URL, CursorResult, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -65,7 +66,10 @@ class Store:
             # Before SQLAlchemy or WAL touch it: a foreign, empty, corrupt or other-version file is refused unchanged.
             check_current(self.path, allow_blank=not readonly)
         if readonly:
-            self.engine: Engine = create_engine(f"sqlite:///file:{self.path.resolve()}?mode=ro&uri=true")
+            # A URL object, not a string: a '#', '?' or '%' in a folder name would otherwise cut or bend the path.
+            # SQLite percent-decodes the URI's path, so it is quoted here, as schema._connect_ro does.
+            url = URL.create("sqlite", database=f"file:{quote(str(self.path.resolve()))}", query={"mode": "ro", "uri": "true"})
+            self.engine: Engine = create_engine(url)
             event.listen(self.engine, "connect", _readonly_pragmas)
             self.sessions = sessionmaker(self.engine, expire_on_commit=False)
             return
@@ -73,7 +77,7 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HarnessError(f"cannot create the results database {self.path}: {exc.strerror or exc}; pass --db PATH in a folder you can write.") from None
-        self.engine = create_engine(f"sqlite:///{self.path}")
+        self.engine = create_engine(URL.create("sqlite", database=str(self.path)))  # the path as given, never parsed
         event.listen(self.engine, "connect", _sqlite_pragmas)
         # A concurrent writer may see the tables before the version row; probe(allow_blank=True) accepts that state.
         for attempt in range(5):
