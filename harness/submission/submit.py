@@ -71,6 +71,8 @@ def sha256_of(data: bytes) -> str:
 
 def syntax_check(source: bytes, path: Path) -> None:
     """Compile (never execute) the file, so a syntax error is reported before any process starts."""
+    if b"\x00" in source:  # Python 3.11.4+ calls this a SyntaxError without a line; say what the file is instead
+        raise SubmissionError(f"{path}: not a Python source file (it holds null bytes; save it as UTF-8 text).")
     try:
         compile(source, str(path), "exec", dont_inherit=True)
     except SyntaxError as exc:
@@ -350,10 +352,11 @@ def submit(path: Path, opts: SubmitOptions, progress: Callable[..., None] | None
             return result
         stale = stale_results(Path(opts.db), result.name, sha)
         if stale:
-            # Job and checkpoint keys hold the pruner's name and parameters, not its code: the run would reuse them.
+            # Job and checkpoint keys hold the file's sha256, so nothing would be reused; but the leaderboard groups rows
+            # by pruner name and parameters, and would pool the old code's results with this file's.
             raise SubmissionError(
                 f"{opts.db} holds {stale} result(s) of a pruner named {result.name!r} computed by other code (an earlier version?), "
-                f"which the run would reuse as if computed by this file; submit to a fresh --db and --cache-dir, or under a new name."
+                f"which the leaderboard would pool with this file's under one name; submit to a fresh --db, or under a new name."
             )
         from harness.scheduling.runner import RunOptions, run
 
