@@ -177,20 +177,14 @@ def test_online_checks_https_with_a_three_second_timeout(monkeypatch: pytest.Mon
 # ---- resizing and ImageFolder trees: harness/datasets/files.py ----
 
 
-def test_resize_center_crop_crops_a_tall_image_from_the_middle() -> None:
-    """A 20x40 image with red top and blue bottom bands keeps only its grey middle at 10x10."""
-    im = Image.new("RGB", (20, 40), (128, 128, 128))
-    im.paste((255, 0, 0), (0, 0, 20, 6))
-    im.paste((0, 0, 255), (0, 34, 20, 40))
-    out = np.asarray(resize_center_crop(im, 10))
-    assert out.shape == (10, 10, 3) and (out == 128).all()
-
-
-def test_resize_center_crop_scales_the_shorter_side_not_the_longer() -> None:
-    """A 40x20 image with grey middle and coloured 6-px side bands comes out uniformly grey (crop), not squashed."""
-    im = Image.new("RGB", (40, 20), (128, 128, 128))
-    im.paste((255, 0, 0), (0, 0, 6, 20))
-    im.paste((0, 0, 255), (34, 0, 40, 20))
+@pytest.mark.parametrize("tall", [True, False], ids=["tall", "wide"])
+def test_resize_center_crop_scales_the_shorter_side_and_crops_the_longer_from_the_middle(tall: bool) -> None:
+    """A 20x40 (or 40x20) image with 6-px red and blue bands at the ends of its long side comes out uniformly grey
+    at 10x10: the bands are cropped away, not squashed in."""
+    size, red, blue = ((20, 40), (0, 0, 20, 6), (0, 34, 20, 40)) if tall else ((40, 20), (0, 0, 6, 20), (34, 0, 40, 20))
+    im = Image.new("RGB", size, (128, 128, 128))
+    im.paste((255, 0, 0), red)
+    im.paste((0, 0, 255), blue)
     out = np.asarray(resize_center_crop(im, 10))
     assert out.shape == (10, 10, 3) and (out == 128).all()
 

@@ -99,10 +99,13 @@ def job_field(store: Store, key: str, column: Any) -> Any:
 # ---- harness/store/schema.py: which files are harness databases ----
 
 
-def test_a_version_that_is_not_a_number_is_refused_by_name(tmp_path: Path) -> None:
-    """A meta table whose schema_version is not a number is 'no schema version', for readers and writers, file unchanged."""
+@pytest.mark.parametrize("sql", ["UPDATE meta SET value = 'three' WHERE key = 'schema_version'", "DELETE FROM meta"],
+                         ids=["version-not-a-number", "no-version-row"])
+def test_a_harness_database_without_a_numeric_version_is_refused_by_name(sql: str, tmp_path: Path) -> None:
+    """A version that is no number, or no version row beside every harness table (not a database being created):
+    'no schema version', for readers and writers, file unchanged."""
     db = fresh_db(tmp_path / "r.db")
-    edit(db, "UPDATE meta SET value = 'three' WHERE key = 'schema_version'")
+    edit(db, sql)
     before = db.read_bytes()
     with pytest.raises(DatabaseFileError, match="has no schema version"):
         probe(db)
@@ -131,18 +134,6 @@ def test_a_file_that_fails_the_integrity_check_is_refused_as_corrupt(tmp_path: P
     with pytest.raises(DatabaseFileError, match="corrupt SQLite database"):
         Store(db)
     assert db.read_bytes() == before and siblings(tmp_path) == ["r.db"]
-
-
-def test_a_harness_database_without_its_version_row_is_refused(tmp_path: Path) -> None:
-    """Every harness table but no version row: refused by name (not taken for a database being created), file unchanged."""
-    db = fresh_db(tmp_path / "r.db")
-    edit(db, "DELETE FROM meta")
-    before = db.read_bytes()
-    with pytest.raises(DatabaseFileError, match="has no schema version"):
-        probe(db)
-    with pytest.raises(DatabaseFileError, match="has no schema version"):
-        Store(db)
-    assert db.read_bytes() == before
 
 
 def test_a_blank_sqlite_file_is_refused_by_a_reader_and_taken_by_a_writer(tmp_path: Path) -> None:
@@ -451,13 +442,19 @@ FAMILIES = {"none": "none", "p1": "filter", "p2": "layer", "ctl": "control"}
 THREATS = {"fgsm": "linf"}
 
 
+def only_board(store: Store) -> Any:
+    """The one leaderboard of `store`'s jobs."""
+    with store.session() as s:
+        (board,) = leaderboards(s, FAMILIES, THREATS)
+    return board
+
+
 def test_equal_robustness_ranks_the_more_accurate_row_first(tmp_path: Path) -> None:
     """Rows with the same mean worst case are ranked by clean accuracy, higher first (names only break full ties)."""
     store = Store(tmp_path / "r.db")
     add_job(store, "a", "p1", 0.5, 0, linf(0.80, (0.40, 0.20)))
     add_job(store, "b", "p2", 0.5, 0, linf(0.90, (0.40, 0.20)))
-    with store.session() as s:
-        (board,) = leaderboards(s, FAMILIES, THREATS)
+    board = only_board(store)
     assert [(r.rank, r.pruner) for r in board.rows] == [(1, "p2"), (2, "p1")]
 
 
@@ -496,8 +493,7 @@ def test_an_unregistered_pruner_takes_its_family_from_its_provenance(tmp_path: P
     """A submitted pruner not in the registry is shown in the family its job's provenance recorded."""
     store = Store(tmp_path / "r.db")
     add_job(store, "s", "sub", 0.5, 0, linf(0.9, (0.4, 0.1)), provenance={"plugins": {"pruner": {"family": "filter"}}})
-    with store.session() as s:
-        (board,) = leaderboards(s, FAMILIES, THREATS)
+    board = only_board(store)
     (row,) = board.rows
     assert (row.family, row.unit) == ("filter", "filters")
 
@@ -508,8 +504,7 @@ def test_reference_rows_are_not_compared_with_a_control(tmp_path: Path) -> None:
     add_job(store, "n", "none", 0.0, 0, linf(0.9, (0.3, 0.1)))
     add_job(store, "c", "ctl", 0.0, 0, linf(0.9, (0.35, 0.1)))
     add_job(store, "p", "p1", 0.5, 0, linf(0.9, (0.4, 0.1)))
-    with store.session() as s:
-        (board,) = leaderboards(s, FAMILIES, THREATS)
+    board = only_board(store)
     by_pruner = {r.pruner: r for r in board.rows}
     assert by_pruner["ctl"].control_jobs == {} and by_pruner["none"].control_jobs == {}
     assert {k: j.key for k, j in by_pruner["p1"].control_jobs.items()} == {"p": "c"}
@@ -520,8 +515,7 @@ def test_a_rows_jobs_are_in_seed_order(tmp_path: Path) -> None:
     store = Store(tmp_path / "r.db")
     add_job(store, "z-seed0", "p1", 0.5, 0, linf(0.9, (0.4, 0.1)))
     add_job(store, "a-seed1", "p1", 0.5, 1, linf(0.9, (0.4, 0.1)))
-    with store.session() as s:
-        (board,) = leaderboards(s, FAMILIES, THREATS)
+    board = only_board(store)
     assert [j.key for j in board.rows[0].jobs] == ["z-seed0", "a-seed1"]
 
 
@@ -534,8 +528,7 @@ def test_the_score_change_reads_worst_case_columns_only(tmp_path: Path) -> None:
 
     add_job(store, "n", "none", 0.0, 0, job(0.30, 0.50))
     add_job(store, "p", "p1", 0.5, 0, job(0.40, 0.90))
-    with store.session() as s:
-        (board,) = leaderboards(s, FAMILIES, THREATS)
+    board = only_board(store)
     p1 = next(r for r in board.rows if r.pruner == "p1")
     assert p1.delta_score is not None and p1.delta_score.mean == pytest.approx(0.10)
     assert p1.delta_robust[("fgsm", 0.1)].mean == pytest.approx(0.40)
@@ -545,8 +538,7 @@ def test_a_metric_stored_without_eps_makes_no_column(tmp_path: Path) -> None:
     """Robust and worst-case values recorded without an eps are not columns of the board."""
     store = Store(tmp_path / "r.db")
     add_job(store, "p", "p1", 0.5, 0, linf(0.9, (0.4, 0.1)) + [Metric("robust_acc", 0.3, "fgsm"), Metric("worst_case_acc", 0.3, "linf")])
-    with store.session() as s:
-        (board,) = leaderboards(s, FAMILIES, THREATS)
+    board = only_board(store)
     assert board.columns == [(WORST, 0.1), (WORST, 0.2), ("fgsm", 0.1), ("fgsm", 0.2)]
 
 
@@ -560,32 +552,24 @@ def test_only_an_older_protocol_marks_a_row_outdated() -> None:
     assert not row(PROTOCOL_VERSION).outdated and not row(PROTOCOL_VERSION + 1).outdated
 
 
-# ---- real bugs ----
+# ---- bugs these tests found: paths read as URLs ----
 
 
-def test_a_reader_opens_a_database_in_a_folder_whose_name_has_a_hash(tmp_path: Path) -> None:
-    """A folder named 'run#2' holds a database like any other: the reader reads it and creates nothing beside it."""
-    folder = tmp_path / "run#2"
+@pytest.mark.parametrize("name", ["run#2", "what?", "a%41b"])
+def test_a_database_in_a_folder_named_with_url_characters_is_that_file(name: str, tmp_path: Path) -> None:
+    """A folder named 'run#2', 'what?' or 'a%41b' holds a database like any other: the writer writes that file, the
+    reader reads it, and nothing is created beside the folder ('#' and '?' cut a URL, '%41' decodes to 'A')."""
+    folder = tmp_path / name
     folder.mkdir()
     writer = Store(folder / "results.db")
     add_job(writer, "j", "p1", 0.5, 0, [Metric("clean_acc", 0.75)])
     writer.close()
+    assert probe(folder / "results.db") == SCHEMA_VERSION
     reader = Store(folder / "results.db", readonly=True)
     with reader.session() as s:
         values = [(r.job_key, r.value) for r in result_rows(s)]
     reader.close()
-    assert values == [("j", 0.75)] and siblings(tmp_path) == ["run#2"]
-
-
-def test_a_writer_writes_the_database_in_a_folder_whose_name_has_a_question_mark(tmp_path: Path) -> None:
-    """A folder named 'what?' holds the database the store was opened on; nothing is written beside that folder."""
-    folder = tmp_path / "what?"
-    folder.mkdir()
-    store = Store(folder / "results.db")
-    add_job(store, "j", "p1", 0.5, 0, [Metric("clean_acc", 0.75)])
-    store.close()
-    assert siblings(tmp_path) == ["what?"]
-    assert probe(folder / "results.db") == SCHEMA_VERSION
+    assert values == [("j", 0.75)] and siblings(tmp_path) == [name]
 
 
 def test_a_database_failing_the_integrity_check_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -466,6 +466,14 @@ def test_leaderboard_rows_pair_each_seed_with_its_own_dense_model(tmp_path: Path
 # ---- submit.py: what is refused before anything runs, and the order of the rest
 
 
+def foreign_db(path: Path) -> None:
+    """An SQLite file of another program (one table, `notes`)."""
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+
+
 @pytest.mark.parametrize(
     ("file", "kw", "words"),
     [("nope.py", {}, "nope.py: no such file; pass the path of your pruner file"),
@@ -490,10 +498,7 @@ def test_a_foreign_db_is_refused_before_the_check_even_when_replacing(monkeypatc
 
     monkeypatch.setattr(sub, "check_file", no_check)
     db = tmp_path / "other.db"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE notes (x TEXT)")
-    con.commit()
-    con.close()
+    foreign_db(db)
     before = db.read_bytes()
     for replace in (False, True):
         with pytest.raises(HarnessError, match="is an SQLite database of another program"):
@@ -671,10 +676,7 @@ def test_progress_prints_done_and_failed_jobs_only(capsys: pytest.CaptureFixture
 def test_a_foreign_db_is_named_before_a_bad_file(tmp_path: Path) -> None:
     """The --db is refused first, even when the file is missing too: exit status 2, the DB's own message, the DB unchanged."""
     db = tmp_path / "r.db"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE notes (x TEXT)")
-    con.commit()
-    con.close()
+    foreign_db(db)
     before = db.read_bytes()
     res = invoke(tmp_path)  # tmp_path/my_pruner.py does not exist
     assert res.exit_code == 2
