@@ -285,10 +285,9 @@ def test_memory_refusal_names_the_limit_and_the_option(monkeypatch: pytest.Monke
     assert str(info.value) == f"{user}: allocates past the memory limit during pruning (77 MiB beyond the harness's own); use less, or raise --memory-mb if it is legitimate."
 
 
-def test_the_time_limit_is_enforced_promptly(tmp_path: Path) -> None:
-    """A check sleeping for an hour is stopped at its 2 s limit (well within a minute, process start included) and refused."""
-    import time
-
+def test_the_time_limit_stops_a_check_that_never_ends(tmp_path: Path) -> None:
+    """A check sleeping for an hour is stopped at its 2 s limit and refused, naming the limit (no timing is asserted:
+    without the limit this test would hang, not pass)."""
     body = '''
     def score(self, weight: Tensor) -> Tensor:
         """Sleeps."""
@@ -296,10 +295,8 @@ def test_the_time_limit_is_enforced_promptly(tmp_path: Path) -> None:
         time.sleep(3600)
         return weight.abs().flatten(1).sum(1)
 '''
-    t0 = time.monotonic()
     message = refusal(tmp_path, pruner_file(body=body), time_limit_s=2.0)
     assert "runs past the time limit of 2 s" in message
-    assert time.monotonic() - t0 < 60
 
 
 def test_a_sandbox_that_cannot_start_is_a_harness_error_not_a_refusal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
