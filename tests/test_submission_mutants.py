@@ -299,6 +299,43 @@ def test_the_time_limit_stops_a_check_that_never_ends(tmp_path: Path) -> None:
     assert "runs past the time limit of 2 s" in message
 
 
+class _WaitsRecorded:
+    """The receiving end of the check's pipe, recording each wait and reporting that nothing arrived."""
+
+    def __init__(self, inner: Any, waits: list[float]) -> None:
+        self.inner, self.waits = inner, waits
+
+    def poll(self, timeout: float) -> bool:
+        """Record the wait asked for; say no report came within it."""
+        self.waits.append(timeout)
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_the_parent_waits_exactly_the_time_limit_for_the_report(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The only wait for the child's report is the --time-limit itself (2 s here), after which it is refused."""
+    waits: list[float] = []
+    real = sub._CTX
+
+    class Ctx:
+        """The forkserver context, with the pipe's receiving end recorded."""
+
+        Process = real.Process
+
+        @staticmethod
+        def Pipe(duplex: bool) -> tuple[Any, Any]:
+            recv, send = real.Pipe(duplex=duplex)
+            return _WaitsRecorded(recv, waits), send
+
+    monkeypatch.setattr(sub, "_CTX", Ctx)
+    path = tmp_path / "my_pruner.py"
+    path.write_text(pruner_file())
+    report = sub.run_check(path, {}, time_limit_s=2.0)
+    assert waits == [2.0] and report["check"] == "timeout" and "time limit of 2 s" in report["message"]
+
+
 def test_a_sandbox_that_cannot_start_is_a_harness_error_not_a_refusal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The machine, not the file, is at fault: HarnessError with the child's message, never SubmissionError."""
     user, copy = staged_copy(tmp_path)
