@@ -42,6 +42,11 @@ class DatabaseFileError(HarnessError):
     exit_code = 2
 
 
+def file_uri(path: Path) -> str:
+    """`path` as an SQLite `file:` URI without a query: percent-quoted, so '#', '?' or '%' in a name stay in the path."""
+    return f"file:{quote(str(path.resolve()))}"
+
+
 def _connect_ro(path: Path) -> sqlite3.Connection:
     """Read-only connection that creates no -wal/-shm file and writes nothing.
 
@@ -49,7 +54,7 @@ def _connect_ro(path: Path) -> sqlite3.Connection:
     writer always keeps a -wal file, so where one exists the ordinary read-only mode (and its locks) is used.
     """
     wal = Path(f"{path}-wal").exists()
-    uri = f"file:{quote(str(path.resolve()))}?{'mode=ro' if wal else 'immutable=1'}"
+    uri = f"{file_uri(path)}?{'mode=ro' if wal else 'immutable=1'}"
     return sqlite3.connect(uri, uri=True)
 
 

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote
 
 from sqlalchemy import create_engine, delete, event, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -33,7 +32,7 @@ from harness.store.models import (
     utcnow,
 )
 from harness.store.queries import driver_gone
-from harness.store.schema import SCHEMA_VERSION, check_current, wait_for_first_page
+from harness.store.schema import SCHEMA_VERSION, check_current, file_uri, wait_for_first_page
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -67,8 +66,7 @@ class Store:
             check_current(self.path, allow_blank=not readonly)
         if readonly:
             # A URL object, not a string: a '#', '?' or '%' in a folder name would otherwise cut or bend the path.
-            # SQLite percent-decodes the URI's path, so it is quoted here, as schema._connect_ro does.
-            url = URL.create("sqlite", database=f"file:{quote(str(self.path.resolve()))}", query={"mode": "ro", "uri": "true"})
+            url = URL.create("sqlite", database=file_uri(self.path), query={"mode": "ro", "uri": "true"})
             self.engine: Engine = create_engine(url)
             event.listen(self.engine, "connect", _readonly_pragmas)
             self.sessions = sessionmaker(self.engine, expire_on_commit=False)
